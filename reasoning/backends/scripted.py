@@ -1,0 +1,150 @@
+"""A deterministic generator double, shipped in the library for tests, examples and benchmarks.
+
+It behaves like an engine in every way the step loop can see (stop strings kept in the text,
+token limits, end of sequence, token ids that round-trip, logprobs when asked) but its
+"model" is a script: for each problem, the whole answer this model would write.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from reasoning.types import Completion, FinishReason, GenerationRequest
+
+_PIECE = re.compile(r"\s+|\S+")
+
+
+class ScriptedGenerator:
+    """Continues each answer from a scripted solution.
+
+    Tokens are runs of white space or of non-space characters (``"Hi there.\\n\\n"`` is four
+    tokens: ``"Hi"``, ``" "``, ``"there."``, ``"\\n\\n"``), so counts are easy to check by hand.
+
+    The continuation after a prefix: if the script starts with the prefix text, the rest of the
+    script; otherwise (another model wrote part of the answer) the script's steps after as many
+    steps as the prefix has, steps being cut at ``step_delimiter``.
+
+    Args:
+        name: Name recorded in segments and traces.
+        solutions: ``{problem_id: answer text}`` (or a list of steps, joined), or a function
+            ``(problem_id, prefix_text) -> continuation``.
+        default: Answer for a problem not in ``solutions`` (None: such a problem is an error).
+        token_prob: Probability reported for every token when logprobs are asked for; or a
+            mapping ``{problem_id: probability}``.
+        step_delimiter: Where the script's steps end, to align it with another model's prefix.
+        seconds_per_token: Sleep this long per generated token (0: none), to mimic a slow model.
+
+    >>> from reasoning.types import GenerationParams, GenerationRequest
+    >>> g = ScriptedGenerator("draft", {"p": "One.\\n\\nTwo.\\n\\n"})
+    >>> params = GenerationParams(max_tokens=10, stop=("\\n\\n",))
+    >>> [c.text for c in g.generate([GenerationRequest("r", "p", (), (), params)])]
+    ['One.\\n\\n']
+    """
+
+    def __init__(
+        self,
+        name: str,
+        solutions: Mapping[str, str | Sequence[str]] | Callable[[str, str], str],
+        default: str | None = None,
+        token_prob: float | Mapping[str, float] = 1.0,
+        step_delimiter: str = "\n\n",
+        seconds_per_token: float = 0.0,
+    ) -> None:
+        self.name = name
+        if callable(solutions):
+            self._fn = solutions
+            self._solutions: dict[str, str] = {}
+        else:
+            self._fn = None
+            self._solutions = {str(k): v if isinstance(v, str) else "".join(v)
+                               for k, v in solutions.items()}
+        self.default = default
+        self.token_prob = token_prob
+        self.step_delimiter = step_delimiter
+        self.seconds_per_token = seconds_per_token
+        self._vocab: dict[str, int] = {}
+        self._pieces: list[str] = []
+        self.calls = 0
+        """Number of ``generate`` calls (engine calls) so far."""
+        self.requests: list[GenerationRequest] = []
+        """Every request seen, in order."""
+
+    # -- a tiny, exactly invertible tokenizer --------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in _PIECE.findall(text):
+            if piece not in self._vocab:
+                self._vocab[piece] = len(self._pieces)
+                self._pieces.append(piece)
+            ids.append(self._vocab[piece])
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self._pieces[i] for i in ids)
+
+    # -- the "model" ---------------------------------------------------------------------
+    def continuation(self, problem_id: str, prefix_text: str) -> str:
+        """The rest of the answer this model would write after ``prefix_text``."""
+        if self._fn is not None:
+            return self._fn(problem_id, prefix_text)
+        script = self._solutions.get(problem_id, self.default)
+        if script is None:
+            raise KeyError(f"ScriptedGenerator {self.name!r} has no script for problem {problem_id!r}")
+        if script.startswith(prefix_text):
+            return script[len(prefix_text):]
+        from reasoning.segmenter import BlankLineSegmenter
+
+        seg = BlankLineSegmenter(delimiter=self.step_delimiter)
+        done = len(seg.split(prefix_text))
+        return "".join(seg.split(script)[done:])
+
+    def _prob(self, problem_id: str) -> float:
+        if isinstance(self.token_prob, Mapping):
+            return float(self.token_prob.get(problem_id, 1.0))
+        return float(self.token_prob)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        self.calls += 1
+        t0 = time.perf_counter()
+        out = []
+        for req in requests:
+            self.requests.append(req)
+            prefix_text = req.prefix_text
+            text = self.continuation(req.problem_id, prefix_text)
+            ids = self.encode(text)
+            p = req.params
+            finish = FinishReason.EOS
+            gen: list[int] = []
+            produced = ""
+            for tid in ids:
+                if len(gen) >= p.max_tokens:
+                    finish = FinishReason.LENGTH
+                    break
+                gen.append(tid)
+                produced += self._pieces[tid]
+                if p.stop and any(s in produced for s in p.stop):
+                    finish = FinishReason.STOP
+                    break
+            if self.seconds_per_token:
+                time.sleep(self.seconds_per_token * len(gen))
+            lp = None
+            if p.logprobs is not None:
+                prob = self._prob(req.problem_id)
+                lp = tuple([math.log(prob) if prob > 0 else -math.inf] * len(gen))
+            prompt = sum(len(self.encode(m.content)) for m in req.messages) + len(self.encode(prefix_text))
+            out.append(Completion(text=produced, token_ids=tuple(gen), finish_reason=finish,
+                                  prompt_tokens=prompt, logprobs=lp))
+        dt = (time.perf_counter() - t0) / max(1, len(requests))
+        return [_with_seconds(c, dt) for c in out]
+
+    def close(self) -> None:
+        pass
+
+
+def _with_seconds(c: Completion, seconds: float) -> Completion:
+    from dataclasses import replace
+
+    return replace(c, seconds=seconds)

@@ -1,0 +1,361 @@
+"""The step loop: draft a step, judge it, keep it or have the target write it, record it.
+
+The loop is batched across problems in lockstep rounds. In each round every active problem
+writes one step: all drafts go to the draft model in one engine call, all drafts are judged in
+one judge call, all rejected (or directly routed) steps go to the target in one engine call,
+and then the stop rules run. Problems are admitted on a rolling window of ``max_in_flight``,
+so a finished problem's place is taken by the next one at the following round.
+
+A failing engine or judge call is retried request by request, so that one bad problem ends
+with ``stop_reason = error`` (its message recorded) instead of taking the whole batch down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from reasoning.prompts import ChatPrompt
+from reasoning.protocols import Generator, Judge, JudgeRequest, Segmenter, StepContext, StepPolicy
+from reasoning.stops import default_stop_rules
+from reasoning.types import (
+    ChatMessage,
+    Completion,
+    Decision,
+    FinishReason,
+    GenerationParams,
+    GenerationRequest,
+    Problem,
+    Route,
+    Segment,
+    StepRecord,
+    StopReason,
+    Trace,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    """Knobs of the step loop.
+
+    Attributes:
+        max_steps: Most steps in one answer.
+        token_budget: Most tokens in one answer (kept steps, counted by the model that wrote
+            each); the last step is cut to fit.
+        max_repeats: Stop after the same step text comes this many extra times in a row
+            (0 = never).
+        stop_at_answer: Stop after a step that gives the final answer. Off, a problem goes on
+            until the end of sequence, the budget or ``max_steps`` (like plain decoding).
+        max_merges: Most extra engine calls that extend a too-short step (see
+            ``Segmenter.too_short``).
+        max_in_flight: Problems stepped together in one lockstep batch (0 = all of them).
+        temperature: Sampling temperature for both models (0 = greedy).
+        top_p: Nucleus sampling mass for both models.
+        seed: Sampling seed (None = engine's choice).
+        draft_logprobs: Ask the draft for this many top logprobs per token (None = only when
+            the judge says it ``needs_logprobs``, then 0).
+    """
+
+    max_steps: int = 32
+    token_budget: int = 1024
+    max_repeats: int = 2
+    stop_at_answer: bool = True
+    max_merges: int = 4
+    max_in_flight: int = 0
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    draft_logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "token_budget"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_repeats", "max_merges", "max_in_flight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(slots=True)
+class _State:
+    problem: Problem
+    messages: tuple[ChatMessage, ...]
+    segments: list[Segment] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    tokens_used: int = 0
+    target_steps: int = 0
+    stop: StopReason | None = None
+    error: str | None = None
+
+    def ctx(self, budget: int) -> StepContext:
+        return StepContext(len(self.steps), self.tokens_used, budget, self.target_steps)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One model's step for one problem, possibly merged from several engine calls."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    finish: FinishReason = FinishReason.STOP
+    truncated: bool = False
+    calls: int = 0
+
+    def completion(self) -> Completion:
+        return Completion(self.text, tuple(self.token_ids), self.finish, self.prompt_tokens,
+                          logprobs=None if self.logprobs is None else tuple(self.logprobs),
+                          seconds=self.seconds)
+
+
+class StepLoop:
+    """Runs step-level speculative reasoning over a stream of problems.
+
+    Args:
+        draft: The small model that drafts steps.
+        target: The large model that writes the steps the judge rejects.
+        judge: Scores drafted steps in [0, 1].
+        policy: Routes steps and decides on scores.
+        segmenter: Stop strings and step rules.
+        prompt: Builds the chat for a problem.
+        config: Loop knobs.
+        stop_rules: Override the default stop rules (see :func:`default_stop_rules`).
+    """
+
+    def __init__(self, draft: Generator, target: Generator, judge: Judge, policy: StepPolicy,
+                 segmenter: Segmenter, prompt: ChatPrompt | None = None,
+                 config: LoopConfig | None = None, stop_rules: Sequence | None = None) -> None:
+        self.draft = draft
+        self.target = target
+        self.judge = judge
+        self.policy = policy
+        self.segmenter = segmenter
+        self.prompt = prompt or ChatPrompt()
+        self.config = config or LoopConfig()
+        self.stop_rules = tuple(stop_rules) if stop_rules is not None else default_stop_rules(
+            segmenter, self.config.max_steps, self.config.max_repeats, self.config.stop_at_answer)
+        lp = self.config.draft_logprobs
+        if lp is None and getattr(judge, "needs_logprobs", False):
+            lp = 0
+        self._draft_logprobs = lp
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self, problems: Iterable[Problem],
+            on_trace: Callable[[Trace], None] | None = None) -> list[Trace]:
+        """Solve every problem; return traces in the order problems finished.
+
+        ``on_trace`` is called with each trace as soon as its problem finishes (to write it).
+        """
+        out = []
+        for tr in self.iter_traces(problems):
+            if on_trace is not None:
+                on_trace(tr)
+            out.append(tr)
+        return out
+
+    def iter_traces(self, problems: Iterable[Problem]) -> Iterator[Trace]:
+        """Yield each problem's trace as soon as it finishes."""
+        pending = iter(problems)
+        window = self.config.max_in_flight or None
+        active: list[_State] = []
+        exhausted = False
+        while True:
+            while not exhausted and (window is None or len(active) < window):
+                p = next(pending, None)
+                if p is None:
+                    exhausted = True
+                    break
+                active.append(_State(p, self.prompt.messages(p)))
+            if not active:
+                return
+            self._round(active)
+            still = []
+            for s in active:
+                if s.stop is None:
+                    still.append(s)
+                else:
+                    yield self._trace(s)
+            active = still
+
+    # -- one lockstep round ------------------------------------------------------------------
+    def _round(self, active: list[_State]) -> None:
+        budget = self.config.token_budget
+        ctxs = {id(s): s.ctx(budget) for s in active}
+        to_draft = [s for s in active if self.policy.route(ctxs[id(s)]) is Route.DRAFT]
+        direct = [s for s in active if s not in to_draft]
+
+        drafts = self._generate_steps(self.draft, to_draft, self._draft_logprobs, "d")
+        scored: dict[int, float | None] = {}
+        judge_s: dict[int, float] = {}
+        drafted = [s for s in to_draft if s.error is None]
+        if drafted and self.policy.needs_judge:
+            scores, seconds = self._judge(drafted, drafts)
+            for s in drafted:
+                if s.error is None:
+                    scored[id(s)] = scores[id(s)]
+                    judge_s[id(s)] = seconds
+        decisions: dict[int, Decision] = {}
+        rejected = []
+        for s in drafted:
+            if s.error is not None:
+                continue
+            d = self.policy.decide(scored.get(id(s)), ctxs[id(s)])
+            decisions[id(s)] = d
+            if d is Decision.REJECT:
+                rejected.append(s)
+        to_target = [s for s in rejected + direct if s.error is None]
+        targets = self._generate_steps(self.target, to_target, None, "t")
+
+        for s in active:
+            if s.error is not None:
+                s.stop = StopReason.ERROR
+                continue
+            key = id(s)
+            dstep, tstep = drafts.get(key), targets.get(key)
+            route = Route.DRAFT if key in drafts else Route.TARGET
+            decision = decisions.get(key, Decision.SKIP)
+            kept_step, kept_gen, kept = ((dstep, self.draft, Route.DRAFT) if decision is Decision.ACCEPT
+                                         else (tstep, self.target, Route.TARGET))
+            text = self.segmenter.normalize(kept_step.text)
+            ids = tuple(kept_step.token_ids) if text == kept_step.text else None
+            s.segments.append(Segment(text, kept_gen.name, ids))
+            rec = StepRecord(
+                index=len(s.steps), route=route, decision=decision, kept=kept, text=text,
+                score=scored.get(key),
+                draft_text=dstep.text if dstep else None,
+                draft_tokens=len(dstep.token_ids) if dstep else 0,
+                target_text=tstep.text if tstep else None,
+                target_tokens=len(tstep.token_ids) if tstep else 0,
+                draft_prompt_tokens=dstep.prompt_tokens if dstep else 0,
+                target_prompt_tokens=tstep.prompt_tokens if tstep else 0,
+                draft_seconds=dstep.seconds if dstep else 0.0,
+                judge_seconds=judge_s.get(key, 0.0),
+                target_seconds=tstep.seconds if tstep else 0.0,
+                finish_reason=kept_step.finish,
+                truncated=kept_step.truncated,
+            )
+            s.steps.append(rec)
+            s.tokens_used += len(kept_step.token_ids)
+            s.target_steps += kept is Route.TARGET
+            ctx = s.ctx(budget)
+            for rule in self.stop_rules:
+                reason = rule.check(s.steps, ctx)
+                if reason is not None:
+                    s.stop = reason
+                    break
+
+    def _params(self, s: _State, used: int, logprobs: int | None) -> GenerationParams | None:
+        c = self.config
+        left = min(self.segmenter.max_step_tokens - used, c.token_budget - s.tokens_used - used)
+        if left < 1:
+            return None
+        return GenerationParams(max_tokens=left, temperature=c.temperature, top_p=c.top_p,
+                                seed=c.seed, stop=self.segmenter.stop, logprobs=logprobs)
+
+    def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
+                        tag: str) -> dict[int, _Step]:
+        """One step for each state from ``gen``, merging too-short pieces; batched."""
+        steps = {id(s): _Step(logprobs=[] if logprobs is not None else None) for s in states}
+        todo = list(states)
+        for _attempt in range(self.config.max_merges + 1):
+            reqs, owners = [], []
+            for s in todo:
+                st = steps[id(s)]
+                params = self._params(s, len(st.token_ids), logprobs)
+                if params is None:
+                    st.finish = FinishReason.LENGTH
+                    st.truncated = len(st.token_ids) >= self.segmenter.max_step_tokens
+                    continue
+                prefix = tuple(s.segments)
+                if st.calls:
+                    prefix += (Segment(st.text, gen.name, tuple(st.token_ids)),)
+                reqs.append(GenerationRequest(f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}",
+                                              s.problem.id, s.messages, prefix, params))
+                owners.append(s)
+            if not reqs:
+                break
+            results = self._call(gen, reqs, owners)
+            todo = []
+            for s, c in zip(owners, results):
+                if c is None:
+                    continue
+                st = steps[id(s)]
+                st.text += c.text
+                st.token_ids.extend(c.token_ids)
+                if st.logprobs is not None:
+                    if c.logprobs is None:
+                        s.error = f"{gen.name} returned no logprobs though they were asked for"
+                        continue
+                    st.logprobs.extend(c.logprobs)
+                st.prompt_tokens += c.prompt_tokens
+                st.seconds += c.seconds
+                st.calls += 1
+                st.finish = c.finish_reason
+                if c.finish_reason is FinishReason.LENGTH:
+                    st.truncated = len(st.token_ids) >= self.segmenter.max_step_tokens
+                if (c.finish_reason is FinishReason.STOP and self.segmenter.too_short(st.text)
+                        and not self.segmenter.is_final(st.text)):
+                    todo.append(s)
+            if not todo:
+                break
+        return {k: v for k, v in steps.items() if v.calls}
+
+    def _call(self, gen: Generator, reqs: list[GenerationRequest],
+              owners: list[_State]) -> list[Completion | None]:
+        """Call the engine on a batch; on failure, retry one by one to isolate bad requests."""
+        try:
+            out = gen.generate(reqs)
+            if len(out) != len(reqs):
+                raise RuntimeError(f"{gen.name} returned {len(out)} completions for {len(reqs)} requests")
+            return list(out)
+        except Exception as e:  # noqa: BLE001 - a failing engine call must not end the run
+            if len(reqs) == 1:
+                owners[0].error = f"{gen.name}: {type(e).__name__}: {e}"
+                log.warning("problem %s failed in %s: %s", owners[0].problem.id, gen.name, e)
+                return [None]
+            log.warning("%s failed on a batch of %d (%s); retrying one by one", gen.name, len(reqs), e)
+            return [self._call(gen, [r], [o])[0] for r, o in zip(reqs, owners)]
+
+    def _judge(self, states: list[_State], drafts: dict[int, _Step]):
+        reqs = [JudgeRequest(s.problem, s.messages, tuple(s.segments), drafts[id(s)].completion(),
+                             len(s.steps)) for s in states]
+        t0 = time.perf_counter()
+        try:
+            scores = list(self.judge.score(reqs))
+            if len(scores) != len(reqs):
+                raise RuntimeError(f"judge returned {len(scores)} scores for {len(reqs)} steps")
+        except Exception as e:  # noqa: BLE001
+            if len(reqs) == 1:
+                states[0].error = f"judge: {type(e).__name__}: {e}"
+                return {}, 0.0
+            out: dict[int, float] = {}
+            total = 0.0
+            for s in states:
+                one, sec = self._judge([s], drafts)
+                out.update(one)
+                total += sec
+            return out, total / len(states)
+        for s, sc in zip(states, scores):
+            if not 0.0 <= sc <= 1.0:
+                s.error = f"judge returned score {sc} outside [0, 1]"
+        seconds = (time.perf_counter() - t0) / len(reqs)
+        return {id(s): float(sc) for s, sc in zip(states, scores)}, seconds
+
+    def _trace(self, s: _State) -> Trace:
+        steps = tuple(s.steps)
+        seconds = sum(r.draft_seconds + r.judge_seconds + r.target_seconds for r in steps)
+        return Trace(problem_id=s.problem.id, question=s.problem.question, gold=s.problem.answer,
+                     steps=steps, stop_reason=s.stop or StopReason.ERROR,
+                     text="".join(seg.text for seg in s.segments), seconds=seconds,
+                     error=s.error, meta=dict(s.problem.meta))
+
+
+def with_grade(trace: Trace, predicted: str | None, correct: bool | None, note: str | None) -> Trace:
+    """Return ``trace`` with its grading fields set."""
+    return replace(trace, predicted=predicted, correct=correct, grade_note=note)

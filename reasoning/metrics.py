@@ -1,0 +1,114 @@
+"""Metrics over graded traces: what ``summary.json`` holds and the table a run prints."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from reasoning.types import Decision, Route, Trace
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``k / n``.
+
+    >>> wilson_interval(0, 0)
+    (0.0, 0.0)
+    >>> lo, hi = wilson_interval(8, 10); round(lo, 3), round(hi, 3)
+    (0.49, 0.943)
+    """
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, ``q`` in [0, 100].
+
+    >>> percentile([1, 2, 3, 4], 50)
+    2.5
+    """
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    k = (len(s) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dict[str, Any]:
+    """Every figure of a run, from its traces alone (so it can always be recomputed).
+
+    Keys: ``problems``, ``graded``, ``correct``, ``accuracy``, ``accuracy_ci95``, ``steps``,
+    ``mean_steps``, ``target_steps``, ``target_step_share``, ``drafted_steps``,
+    ``accepted_steps``, ``draft_acceptance``, ``tokens`` (generated, per model),
+    ``prompt_tokens`` (prefilled, per model), ``kept_tokens``, ``seconds`` (per model and
+    judge, summed over steps), ``seconds_per_problem`` (mean, p50, p90), ``wall_seconds``,
+    ``stop_reasons``, ``errors``.
+    """
+    n = len(traces)
+    graded = [t for t in traces if t.correct is not None]
+    correct = sum(1 for t in graded if t.correct)
+    steps = [s for t in traces for s in t.steps]
+    drafted = [s for s in steps if s.route is Route.DRAFT]
+    accepted = [s for s in drafted if s.decision is Decision.ACCEPT]
+    target_steps = sum(1 for s in steps if s.kept is Route.TARGET)
+    per_problem = [t.seconds for t in traces]
+    lo, hi = wilson_interval(correct, len(graded))
+    return {
+        "problems": n,
+        "graded": len(graded),
+        "correct": correct,
+        "accuracy": correct / len(graded) if graded else None,
+        "accuracy_ci95": [lo, hi],
+        "steps": len(steps),
+        "mean_steps": len(steps) / n if n else 0.0,
+        "target_steps": target_steps,
+        "target_step_share": target_steps / len(steps) if steps else 0.0,
+        "drafted_steps": len(drafted),
+        "accepted_steps": len(accepted),
+        "draft_acceptance": len(accepted) / len(drafted) if drafted else None,
+        "tokens": {"draft": sum(s.draft_tokens for s in steps),
+                   "target": sum(s.target_tokens for s in steps)},
+        "prompt_tokens": {"draft": sum(s.draft_prompt_tokens for s in steps),
+                          "target": sum(s.target_prompt_tokens for s in steps)},
+        "kept_tokens": sum(s.kept_tokens for s in steps),
+        "seconds": {"draft": sum(s.draft_seconds for s in steps),
+                    "judge": sum(s.judge_seconds for s in steps),
+                    "target": sum(s.target_seconds for s in steps)},
+        "seconds_per_problem": {"mean": sum(per_problem) / n if n else 0.0,
+                                "p50": percentile(per_problem, 50),
+                                "p90": percentile(per_problem, 90)},
+        "wall_seconds": wall_seconds,
+        "stop_reasons": dict(sorted(Counter(t.stop_reason.value for t in traces).items())),
+        "grade_notes": dict(sorted(Counter(t.grade_note for t in traces if t.grade_note).items())),
+        "errors": sum(1 for t in traces if t.error),
+    }
+
+
+def format_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """A plain-text table of named summaries, one row each, for the terminal.
+
+    >>> print(format_table([("x", {"problems": 2, "correct": 1, "graded": 2, "accuracy": 0.5,
+    ...     "target_step_share": 0.25, "tokens": {"draft": 10, "target": 5}, "wall_seconds": 1.5,
+    ...     "seconds_per_problem": {"mean": 0.75}, "mean_steps": 2.0})]))
+    run  problems  accuracy      steps/problem  target steps  draft tok  target tok  wall s  s/problem
+    x    2         50.0% (1/2)   2.0            25.0%         10         5           1.5     0.75
+    """
+    head = ["run", "problems", "accuracy", "steps/problem", "target steps", "draft tok", "target tok",
+            "wall s", "s/problem"]
+    body = []
+    for name, s in rows:
+        acc = "-" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f}% ({s['correct']}/{s['graded']})"
+        wall = s.get("wall_seconds")
+        body.append([name, str(s["problems"]), acc, f"{s['mean_steps']:.1f}",
+                     f"{100 * s['target_step_share']:.1f}%", str(s["tokens"]["draft"]),
+                     str(s["tokens"]["target"]), "-" if wall is None else f"{wall:.1f}",
+                     f"{s['seconds_per_problem']['mean']:.2f}"])
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *body])

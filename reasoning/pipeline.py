@@ -1,0 +1,190 @@
+"""The Python API: build two generators, a judge and a policy; run; summarise; save.
+
+>>> from reasoning import Pipeline, ScriptedGenerator, ConstantJudge, ThresholdPolicy, Problem
+>>> pipe = Pipeline(
+...     draft=ScriptedGenerator("draft", {"p": "2 + 2 = 4.\\n\\nThe answer is \\\\boxed{4}."}),
+...     target=ScriptedGenerator("target", {"p": "2 + 2 = 4.\\n\\nThe answer is \\\\boxed{4}."}),
+...     judge=ConstantJudge(0.9), policy=ThresholdPolicy(0.5))
+>>> result = pipe.run([Problem("p", "What is 2 + 2?", "4")])
+>>> result.summary["accuracy"], result.summary["target_step_share"]
+(1.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reasoning.loop import LoopConfig, StepLoop, with_grade
+from reasoning.metrics import format_table, summarize
+from reasoning.policies import AlwaysDraft, AlwaysTarget, ThresholdPolicy
+from reasoning.prompts import ChatPrompt
+from reasoning.protocols import Generator, Judge, Segmenter, StepPolicy
+from reasoning.segmenter import BlankLineSegmenter
+from reasoning.traces import SUMMARY, TRACES, TraceWriter, read_traces
+from reasoning.types import Problem, StopReason, Trace
+
+log = logging.getLogger(__name__)
+
+_FINISHED = (StopReason.ANSWER, StopReason.EOS)
+
+
+def grade_trace(trace: Trace) -> Trace:
+    """Grade a trace's answer against its gold with math-verify (see :mod:`reasoning.grading`)."""
+    from reasoning.grading import grade
+
+    g = grade(trace.text, trace.gold, finished=trace.stop_reason in _FINISHED)
+    return with_grade(trace, g.predicted, g.correct, g.note)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What :meth:`Pipeline.run` returns.
+
+    Attributes:
+        traces: Graded traces of this call's problems, in the order they finished (plus, when
+            resuming into ``out_dir``, the ones found there).
+        summary: :func:`reasoning.metrics.summarize` of ``traces``.
+        out_dir: Where the files were written, if anywhere.
+    """
+
+    traces: list[Trace]
+    summary: dict[str, Any]
+    out_dir: Path | None = None
+
+    def table(self, name: str = "run") -> str:
+        return format_table([(name, self.summary)])
+
+
+@dataclass
+class Pipeline:
+    """Step-level speculative reasoning with the parts you choose.
+
+    Attributes:
+        draft: Generator that drafts steps.
+        target: Generator that writes rejected steps.
+        judge: Scores drafts in [0, 1].
+        policy: Accept/reject rule (:class:`ThresholdPolicy`, :class:`AlwaysDraft`, ...).
+        segmenter: Step boundaries and rules.
+        prompt: Problem -> chat.
+        loop: Budgets, stop rules and batching.
+        grader: ``Trace -> Trace`` that fills the grade fields (None: leave ungraded).
+    """
+
+    draft: Generator
+    target: Generator
+    judge: Judge
+    policy: StepPolicy = field(default_factory=ThresholdPolicy)
+    segmenter: Segmenter = field(default_factory=BlankLineSegmenter)
+    prompt: ChatPrompt = field(default_factory=ChatPrompt)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    grader: Callable[[Trace], Trace] | None = grade_trace
+
+    def with_policy(self, policy: StepPolicy) -> Pipeline:
+        """The same pipeline (same loaded models) under another policy, e.g. a baseline."""
+        return Pipeline(self.draft, self.target, self.judge, policy, self.segmenter, self.prompt,
+                        self.loop, self.grader)
+
+    def target_only(self) -> Pipeline:
+        return self.with_policy(AlwaysTarget())
+
+    def draft_only(self) -> Pipeline:
+        return self.with_policy(AlwaysDraft())
+
+    def run(self, problems: Iterable[Problem], out_dir: str | os.PathLike | None = None,
+            config: Mapping[str, Any] | str | None = None, progress: bool = False,
+            total: int | None = None) -> RunResult:
+        """Solve ``problems``; with ``out_dir``, append traces as they finish and write the summary.
+
+        Problems already in ``out_dir/traces.jsonl`` are skipped (the run resumes), and the
+        summary is recomputed from every trace in the file.
+
+        Args:
+            problems: The problems to solve.
+            out_dir: Run folder for ``traces.jsonl``, ``summary.json`` and ``config.yaml``.
+            config: The resolved config to save beside the traces (a mapping, or YAML text).
+            progress: Show a progress bar (tqdm) on stderr.
+
+        The summary's ``wall_seconds`` is this call's wall-clock time less the time spent
+        grading (grading is the same for every method and would blur speed comparisons).
+            total: Number of problems, for the progress bar when ``problems`` has no len().
+        """
+        problems = list(problems)
+        out = Path(out_dir) if out_dir is not None else None
+        done: list[Trace] = []
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            if config is not None:
+                from reasoning.config_io import write_config
+
+                write_config(out, config)
+            done = read_traces(out / TRACES, repair=True)
+            seen = {t.problem_id for t in done}
+            if seen:
+                log.info("resuming in %s: %d problems already done", out, len(seen))
+            problems = [p for p in problems if p.id not in seen]
+        writer = TraceWriter(out / TRACES) if out is not None else None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total if total is not None else len(problems), desc="problems",
+                       unit="problem", dynamic_ncols=True)
+        loop = StepLoop(self.draft, self.target, self.judge, self.policy, self.segmenter,
+                        self.prompt, self.loop)
+        new: list[Trace] = []
+        grading_s = 0.0
+        t0 = time.perf_counter()
+        try:
+            for tr in loop.iter_traces(problems):
+                if self.grader is not None:
+                    g0 = time.perf_counter()
+                    tr = self.grader(tr)
+                    grading_s += time.perf_counter() - g0
+                if writer is not None:
+                    writer.write(tr)
+                new.append(tr)
+                if bar is not None:
+                    bar.update(1)
+                    acc = sum(bool(t.correct) for t in new)
+                    bar.set_postfix_str(f"correct {acc}/{len(new)}")
+        finally:
+            wall = time.perf_counter() - t0 - grading_s
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        traces = done + new
+        summary = summarize(traces, wall_seconds=wall)
+        summary["grading_seconds"] = grading_s
+        summary["policy"] = type(self.policy).__name__
+        summary["token_budget"] = self.loop.token_budget
+        if out is not None:
+            write_summary(out, summary)
+        return RunResult(traces, summary, out)
+
+
+def write_summary(out_dir: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
+    """Write ``summary.json`` atomically (temp file, then rename)."""
+    p = Path(out_dir) / SUMMARY
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+    return p
+
+
+def close_all(gens: Sequence[Any]) -> None:
+    """Close every generator once (draft and target may be the same object)."""
+    seen: set[int] = set()
+    for g in gens:
+        if g is not None and id(g) not in seen:
+            seen.add(id(g))
+            close = getattr(g, "close", None)
+            if close is not None:
+                close()

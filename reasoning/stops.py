@@ -1,0 +1,82 @@
+"""Stop rules: after each step, decide whether a problem's solution is finished, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reasoning.protocols import Segmenter, StepContext
+from reasoning.types import FinishReason, StepRecord, StopReason
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyAnswer:
+    """Stop when the answer is still only white space and the model ended or repeated that."""
+
+    def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
+        if not steps or any(s.text.strip() for s in steps):
+            return None
+        last = steps[-1]
+        if last.finish_reason is not FinishReason.STOP or len(steps) >= 2:
+            return StopReason.EMPTY
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    """Stop after a step that gives the final answer (as the segmenter recognises it)."""
+
+    segmenter: Segmenter
+
+    def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
+        return StopReason.ANSWER if steps and self.segmenter.is_final(steps[-1].text) else None
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfSequence:
+    """Stop when the model that wrote the last step ended its answer."""
+
+    def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
+        return StopReason.EOS if steps and steps[-1].finish_reason is FinishReason.EOS else None
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatedStep:
+    """Stop when the last ``max_repeats + 1`` steps are the same text (white space folded)."""
+
+    max_repeats: int = 2
+
+    def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
+        n = self.max_repeats + 1
+        if self.max_repeats < 1 or len(steps) < n:
+            return None
+        last = [" ".join(s.text.split()) for s in steps[-n:]]
+        return StopReason.REPEATED if all(t == last[0] for t in last) else None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBudget:
+    """Stop when the answer has used its whole token budget."""
+
+    def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
+        return StopReason.TOKEN_BUDGET if ctx.tokens_used >= ctx.token_budget else None
+
+
+@dataclass(frozen=True, slots=True)
+class MaxSteps:
+    """Stop after ``max_steps`` steps."""
+
+    max_steps: int
+
+    def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
+        return StopReason.MAX_STEPS if len(steps) >= self.max_steps else None
+
+
+def default_stop_rules(segmenter: Segmenter, max_steps: int, max_repeats: int = 2,
+                       stop_at_answer: bool = True) -> tuple:
+    """The standard rules, in the order their reasons take precedence."""
+    rules: list = [EmptyAnswer()]
+    if stop_at_answer:
+        rules.append(FinalAnswer(segmenter))
+    rules += [EndOfSequence(), RepeatedStep(max_repeats), TokenBudget(), MaxSteps(max_steps)]
+    return tuple(rules)

@@ -1,0 +1,107 @@
+"""Trace files: JSONL, one problem a line, appended and flushed as each problem finishes.
+
+A run that dies loses nothing finished: every line is written whole, flushed and fsynced
+before the next problem counts as done, and a torn last line (a crash mid-write) is detected
+and dropped when the file is read back, never parsed into a wrong result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from reasoning.types import Trace
+
+log = logging.getLogger(__name__)
+
+TRACES = "traces.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+
+
+def read_traces(path: str | os.PathLike, repair: bool = False) -> list[Trace]:
+    """Read a trace file; a torn (unterminated or unparsable) last line is dropped.
+
+    Args:
+        path: The ``traces.jsonl`` file (missing: no traces).
+        repair: Also cut the torn tail off the file, so appending resumes cleanly.
+
+    Raises:
+        ValueError: A line other than the last is not a valid trace (the file was edited or
+            is not a trace file).
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    data = p.read_bytes()
+    traces: list[Trace] = []
+    good_end = 0
+    pos = 0
+    lines = data.split(b"\n")
+    for i, raw in enumerate(lines):
+        last = i == len(lines) - 1
+        end = pos + len(raw) + (0 if last else 1)
+        if last and raw == b"":
+            break
+        try:
+            if last:  # no newline after it: written only in part
+                raise ValueError("unterminated line")
+            traces.append(Trace.from_dict(json.loads(raw)))
+            good_end = end
+        except (ValueError, KeyError, TypeError) as e:
+            if last or all(not x.strip() for x in lines[i + 1:]):
+                log.warning("dropping a torn last line in %s (%d bytes): %s", p, len(raw), e)
+                break
+            raise ValueError(f"{p}: line {i + 1} is not a valid trace ({e})") from e
+        pos = end
+    if repair and good_end < len(data):
+        with open(p, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+    return traces
+
+
+class TraceWriter:
+    """Appends traces to a JSONL file, one whole line each, flushed and fsynced.
+
+    >>> import tempfile, pathlib
+    >>> from reasoning.types import StopReason
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with TraceWriter(d / "t.jsonl") as w:
+    ...     w.write(Trace("p1", "q", "1", (), StopReason.EOS, ""))
+    >>> [t.problem_id for t in read_traces(d / "t.jsonl")]
+    ['p1']
+    """
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        read_traces(self.path, repair=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+        self.fsync = fsync
+
+    def write(self, trace: Trace) -> None:
+        self._f.write(json.dumps(trace.to_dict(), ensure_ascii=False) + "\n")
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def iter_trace_dicts(path: str | os.PathLike) -> Iterator[dict]:
+    """The raw JSON objects of a trace file (for tools that read fields we don't model)."""
+    for tr in read_traces(path):
+        yield tr.to_dict()

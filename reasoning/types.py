@@ -1,0 +1,333 @@
+"""Records that cross a seam: problems, generation requests and completions, step records, traces.
+
+Every record is a frozen dataclass with slots, so it is cheap, hashable where its fields are,
+and cannot be changed after the fact by a component downstream. Records turn into plain
+JSON-ready dicts with :func:`to_dict` and back with the ``from_dict`` classmethods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Route(str, enum.Enum):
+    """Who was asked to write a step."""
+
+    DRAFT = "draft"
+    """The draft wrote the step and the judge scored it."""
+    TARGET = "target"
+    """The policy sent the step straight to the target, without a draft."""
+
+
+class Decision(str, enum.Enum):
+    """What the policy did with a drafted step."""
+
+    ACCEPT = "accept"
+    """The draft step was kept."""
+    REJECT = "reject"
+    """The draft step was thrown away and the target wrote the step instead."""
+    SKIP = "skip"
+    """No draft was written (route ``target``)."""
+
+
+class FinishReason(str, enum.Enum):
+    """Why one engine call stopped generating."""
+
+    STOP = "stop"
+    """A stop string was produced (the step ended normally)."""
+    EOS = "eos"
+    """The model produced its end-of-sequence token: the whole answer ended."""
+    LENGTH = "length"
+    """The token limit of the call was reached."""
+
+
+class StopReason(str, enum.Enum):
+    """Why a problem's solution stopped."""
+
+    ANSWER = "answer"
+    """A final step (``\\boxed{}``, ``The answer is``, ``####``) was written."""
+    EOS = "eos"
+    """The model that wrote the last step ended its answer."""
+    MAX_STEPS = "max_steps"
+    """The problem reached the maximum number of steps."""
+    TOKEN_BUDGET = "token_budget"
+    """The solution used its whole token budget."""
+    REPEATED = "repeated"
+    """The same step was written again and again."""
+    EMPTY = "empty"
+    """The models wrote nothing (only white space or the end token)."""
+    ERROR = "error"
+    """A generator or judge raised for this problem; the reason is in ``Trace.error``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One question to solve.
+
+    Attributes:
+        id: Unique, stable id within a dataset (e.g. ``"gsm8k-test-17"``).
+        question: The problem statement shown to the models.
+        answer: The gold final answer (a number or a LaTeX expression), or None if unknown.
+        meta: Free-form extra fields (MATH subject and level, the full reference solution).
+    """
+
+    id: str
+    question: str
+    answer: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Problem:
+        return cls(id=str(d["id"]), question=d["question"], answer=d.get("answer"),
+                   meta=dict(d.get("meta") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat turn: ``role`` is ``system``, ``user`` or ``assistant``."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling parameters for one engine call.
+
+    Attributes:
+        max_tokens: Most tokens to generate in this call.
+        temperature: 0 is greedy decoding.
+        top_p: Nucleus sampling mass (1.0 = off).
+        seed: Seed for sampling; None lets the engine choose.
+        stop: Stop strings; generation ends right after the first one and keeps it in the text.
+        logprobs: Number of top log-probabilities to return per generated token (None = off,
+            0 = only the sampled token's log-probability).
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of the assistant's answer so far, as one model wrote it.
+
+    Steps travel between models as text. A generator that wrote a segment itself may reuse
+    ``token_ids`` (exactly what it generated) instead of re-tokenising the text, which keeps
+    step-by-step decoding identical to one long decode.
+
+    Attributes:
+        text: The segment's text, exactly as it stands in the answer.
+        source: Name of the generator that wrote it (``Generator.name``).
+        token_ids: The ids the source generated for this text, or None if the text was changed
+            after generation (normalised) or the source has no token ids.
+    """
+
+    text: str
+    source: str
+    token_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """Continue the assistant's answer to ``messages`` after ``prefix``.
+
+    Attributes:
+        request_id: Unique id of this request (problem id, step index and attempt).
+        problem_id: Id of the problem being answered.
+        messages: The chat so far, rendered by each generator with its own template, ending
+            with the user turn; the assistant turn is opened and ``prefix`` appended raw.
+        prefix: The assistant's answer so far, step by step.
+        params: Sampling parameters.
+    """
+
+    request_id: str
+    problem_id: str
+    messages: tuple[ChatMessage, ...]
+    prefix: tuple[Segment, ...]
+    params: GenerationParams
+
+    @property
+    def prefix_text(self) -> str:
+        return "".join(s.text for s in self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What one engine call returned for one request.
+
+    Attributes:
+        text: The generated text (the decode of ``token_ids``; ends with the stop string when
+            ``finish_reason`` is ``stop``).
+        token_ids: Generated token ids (the end-of-sequence token excluded).
+        finish_reason: Why generation stopped.
+        prompt_tokens: Tokens in the prompt the engine saw (prefill), chat template included.
+        cached_prompt_tokens: Prompt tokens served from the engine's prefix cache, if known.
+        logprobs: Log-probability of each generated token (one per token id), if asked for.
+        top_logprobs: For each generated token, the top alternatives as ``{token text: logprob}``.
+        seconds: Wall-clock seconds of the engine call this completion was part of, divided
+            evenly over the batch.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int | None = None
+    logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[Mapping[str, float], ...] | None = None
+    seconds: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """Everything that happened for one step of one problem.
+
+    Attributes:
+        index: 0-based step index within the problem.
+        route: Whether the draft was asked (``draft``) or the target directly (``target``).
+        decision: ``accept`` (draft kept), ``reject`` (target rewrote it), ``skip`` (no draft).
+        kept: Which model's text went into the answer: ``draft`` or ``target``.
+        text: The kept step's text, as it now stands in the answer.
+        score: The judge's score of the draft step in [0, 1], or None if no judge ran.
+        draft_text: The drafted step (None when route is ``target``).
+        draft_tokens: Tokens the draft generated for this step (0 if none).
+        target_text: The target's step (None when the draft was accepted).
+        target_tokens: Tokens the target generated for this step (0 if none).
+        draft_prompt_tokens: Prompt tokens the draft's call(s) prefilled.
+        target_prompt_tokens: Prompt tokens the target's call(s) prefilled.
+        draft_seconds: Seconds of draft generation charged to this step.
+        judge_seconds: Seconds of judging charged to this step.
+        target_seconds: Seconds of target generation charged to this step.
+        finish_reason: Finish reason of the kept text's last engine call.
+        truncated: True if the kept step hit the step token limit before its stop string.
+    """
+
+    index: int
+    route: Route
+    decision: Decision
+    kept: Route
+    text: str
+    score: float | None = None
+    draft_text: str | None = None
+    draft_tokens: int = 0
+    target_text: str | None = None
+    target_tokens: int = 0
+    draft_prompt_tokens: int = 0
+    target_prompt_tokens: int = 0
+    draft_seconds: float = 0.0
+    judge_seconds: float = 0.0
+    target_seconds: float = 0.0
+    finish_reason: FinishReason = FinishReason.STOP
+    truncated: bool = False
+
+    @property
+    def kept_tokens(self) -> int:
+        return self.draft_tokens if self.kept is Route.DRAFT else self.target_tokens
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepRecord:
+        d = dict(d)
+        d["route"] = Route(d["route"])
+        d["decision"] = Decision(d["decision"])
+        d["kept"] = Route(d["kept"])
+        d["finish_reason"] = FinishReason(d["finish_reason"])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """One problem's whole run: its steps, why it stopped, and how it was graded.
+
+    Attributes:
+        problem_id: ``Problem.id``.
+        question: The problem statement.
+        gold: The gold answer, if known.
+        steps: One record per step, in order.
+        stop_reason: Why the solution stopped.
+        text: The whole answer (the kept steps joined).
+        predicted: The answer extracted from ``text`` by the grader (None if none found).
+        correct: Whether ``predicted`` matches ``gold`` (None if not graded).
+        grade_note: Why the problem was marked wrong, if it was (``no_answer``, ``wrong``,
+            ``truncated``), else None.
+        seconds: Wall-clock seconds charged to this problem (sum over its steps).
+        error: The error message when ``stop_reason`` is ``error``.
+        meta: Copy of ``Problem.meta`` for breakdowns.
+    """
+
+    problem_id: str
+    question: str
+    gold: str | None
+    steps: tuple[StepRecord, ...]
+    stop_reason: StopReason
+    text: str
+    predicted: str | None = None
+    correct: bool | None = None
+    grade_note: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def draft_tokens(self) -> int:
+        return sum(s.draft_tokens for s in self.steps)
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(s.target_tokens for s in self.steps)
+
+    @property
+    def target_steps(self) -> int:
+        return sum(1 for s in self.steps if s.kept is Route.TARGET)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_dict(self)
+        d["draft_tokens"] = self.draft_tokens
+        d["target_tokens"] = self.target_tokens
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Trace:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["steps"] = tuple(StepRecord.from_dict(s) for s in d["steps"])
+        kw["stop_reason"] = StopReason(d["stop_reason"])
+        kw["meta"] = dict(d.get("meta") or {})
+        return cls(**kw)
+
+
+def to_dict(record: Any) -> Any:
+    """Turn a record (and the records, enums and tuples inside it) into JSON-ready values.
+
+    >>> to_dict(GenerationParams(max_tokens=8, stop=("\\n\\n",)))["stop"]
+    ['\\n\\n']
+    """
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return {f.name: to_dict(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if isinstance(record, enum.Enum):
+        return record.value
+    if isinstance(record, Mapping):
+        return {str(k): to_dict(v) for k, v in record.items()}
+    if isinstance(record, Sequence) and not isinstance(record, str | bytes):
+        return [to_dict(v) for v in record]
+    return record

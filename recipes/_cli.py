@@ -1,0 +1,153 @@
+"""What every recipe shares: one-line errors, checking overrides before Hydra runs, lazy parts."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reasoning.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
+    d = CONF_DIR / group
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def groups() -> list[str]:
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def unknown_option_message(group: str, value: str) -> str:
+    opts = group_options(group)
+    near = difflib.get_close_matches(value, opts, n=1, cutoff=0.5)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return f"unknown {group} '{value}': choose one of {', '.join(opts)}{hint}"
+
+
+def check_group_overrides(args: Sequence[str]) -> None:
+    """Refuse ``group=option`` overrides naming options that do not exist (before Hydra runs).
+
+    Raises:
+        UserError: naming the group, the option and the options that exist.
+    """
+    known = set(groups())
+    for a in args:
+        if a.startswith("-") or "=" not in a:
+            continue
+        key, value = a.split("=", 1)
+        key = key.lstrip("+~").removeprefix("override ").strip()
+        if key in known:
+            for v in value.split(","):
+                v = v.strip()
+                if v and v != "null" and v not in group_options(key):
+                    raise UserError(unknown_option_message(key, v))
+
+
+def compose_check(config_name: str, args: Sequence[str]) -> None:
+    """Compose the config as Hydra will (without running anything) to report mistakes in one line.
+
+    Sweeps (``-m``, comma lists) are checked with their first value.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = []
+    for a in args:
+        if a.startswith("-") or a.startswith("hydra.") or a.startswith("hydra/"):
+            continue
+        if "=" in a:
+            k, v = a.split("=", 1)
+            if "," in v and not v.startswith(("[", "{", "'", '"')):
+                v = v.split(",")[0]
+            a = f"{k}={v}"
+        overrides.append(a)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        msg = one_line(e)
+        if e.__cause__ is not None:
+            msg += f" ({one_line(e.__cause__)})"
+        raise UserError(msg) from None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message folded to one line (Hydra's messages span several)."""
+    cause = e
+    # Hydra wraps errors raised by constructors: report the constructor's own message.
+    while getattr(cause, "__cause__", None) is not None and type(cause).__name__ == "InstantiationException":
+        cause = cause.__cause__
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("full_key:", "object_type=", "Set the environment",
+                                                      "To append to your config"))]
+    return ": ".join(lines) or type(cause).__name__
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit with ``code``."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def instantiate(cfg: Any, what: str, **kw: Any) -> Any:
+    """``hydra.utils.instantiate`` with user mistakes turned into :class:`UserError`."""
+    from hydra.utils import instantiate as _inst
+
+    try:
+        return _inst(cfg, **kw)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - constructors signal bad values with ValueError & co
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if isinstance(root, UserError | ValueError | FileNotFoundError | TypeError | KeyError):
+            raise UserError(f"{what}: {one_line(root)}") from None
+        raise
+
+
+class LazyGenerator:
+    """A generator built from its config on first use, so a run that never calls the draft
+    (target-only) never loads it."""
+
+    def __init__(self, cfg: Any, what: str) -> None:
+        self._cfg = cfg
+        self._what = what
+        self._gen = None
+        self.name = str(cfg.get("name", what))
+
+    @property
+    def loaded(self) -> bool:
+        return self._gen is not None
+
+    def get(self) -> Any:
+        if self._gen is None:
+            self._gen = instantiate(self._cfg, self._what)
+            if self._gen.name != self.name:
+                raise UserError(f"{self._what}: built generator is named {self._gen.name!r}, "
+                                f"config says {self.name!r}")
+        return self._gen
+
+    def generate(self, requests):
+        return self.get().generate(requests)
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+            self._gen = None
+
+
+def quiet_third_party_logs() -> None:
+    """Keep vLLM's and transformers' chatter off the terminal unless asked for."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
