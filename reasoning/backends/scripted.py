@@ -71,6 +71,8 @@ class ScriptedGenerator:
         """Number of ``generate`` calls (engine calls) so far."""
         self.requests: list[GenerationRequest] = []
         """Every request seen, in order."""
+        self.batch_sizes: list[int] = []
+        """The number of requests of each ``generate`` call."""
 
     # -- a tiny, exactly invertible tokenizer --------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -108,6 +110,7 @@ class ScriptedGenerator:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         self.calls += 1
+        self.batch_sizes.append(len(requests))
         t0 = time.perf_counter()
         out = []
         for req in requests:

@@ -1,0 +1,59 @@
+"""Every figure of summarize() on hand-built traces."""
+
+from __future__ import annotations
+
+import pytest
+
+from reasoning.metrics import summarize, wilson_interval
+from reasoning.types import Decision, FinishReason, Route, StepRecord, StopReason, Trace
+
+
+def step(i, route, decision, kept, dt=0, tt=0, dp=0, tp=0, ds=0.0, js=0.0, ts=0.0):
+    return StepRecord(index=i, route=route, decision=decision, kept=kept, text="x", draft_tokens=dt,
+                      target_tokens=tt, draft_prompt_tokens=dp, target_prompt_tokens=tp,
+                      draft_seconds=ds, judge_seconds=js, target_seconds=ts,
+                      finish_reason=FinishReason.STOP)
+
+
+D, T = Route.DRAFT, Route.TARGET
+A, R, S = Decision.ACCEPT, Decision.REJECT, Decision.SKIP
+
+
+def test_summary_figures():
+    t1 = Trace("1", "q", "1", (
+        step(0, T, S, T, tt=10, tp=50, ts=2.0),
+        step(1, D, A, D, dt=5, dp=60, ds=0.5, js=0.1),
+        step(2, D, R, T, dt=6, tt=7, dp=70, tp=71, ds=0.5, js=0.1, ts=1.0),
+    ), StopReason.ANSWER, "x", predicted="1", correct=True, seconds=4.2)
+    t2 = Trace("2", "q", "2", (step(0, D, A, D, dt=4, dp=40, ds=0.3),), StopReason.EOS, "x",
+               predicted="3", correct=False, grade_note="wrong", seconds=0.3)
+    t3 = Trace("3", "q", "2", (), StopReason.ERROR, "", seconds=0.0, error="boom")
+    s = summarize([t1, t2, t3], wall_seconds=9.0)
+    assert s["problems"] == 3 and s["graded"] == 2 and s["correct"] == 1 and s["accuracy"] == 0.5
+    assert s["accuracy_ci95"] == pytest.approx(list(wilson_interval(1, 2)))
+    assert s["steps"] == 4 and s["mean_steps"] == pytest.approx(4 / 3)
+    assert s["target_steps"] == 2 and s["target_step_share"] == 0.5
+    assert s["drafted_steps"] == 3 and s["accepted_steps"] == 2
+    assert s["draft_acceptance"] == pytest.approx(2 / 3)
+    assert s["tokens"] == {"draft": 15, "target": 17}
+    assert s["prompt_tokens"] == {"draft": 170, "target": 121}
+    assert s["kept_tokens"] == 10 + 5 + 7 + 4
+    assert s["seconds"] == pytest.approx({"draft": 1.3, "judge": 0.2, "target": 3.0})
+    assert s["seconds_per_problem"]["mean"] == pytest.approx(4.5 / 3)
+    assert s["seconds_per_problem"]["p50"] == pytest.approx(0.3)
+    assert s["seconds_per_problem"]["p90"] == pytest.approx(0.3 + 0.8 * 3.9)
+    assert s["wall_seconds"] == 9.0
+    assert s["stop_reasons"] == {"answer": 1, "eos": 1, "error": 1}
+    assert s["grade_notes"] == {"wrong": 1}
+    assert s["errors"] == 1
+
+
+def test_empty_run():
+    s = summarize([])
+    assert s["problems"] == 0 and s["accuracy"] is None and s["draft_acceptance"] is None
+
+
+def test_wilson_interval_brackets_the_rate():
+    for k, n in [(0, 5), (3, 5), (5, 5), (50, 100)]:
+        lo, hi = wilson_interval(k, n)
+        assert 0 <= lo <= k / n <= hi <= 1
