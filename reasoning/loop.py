@@ -58,6 +58,8 @@ class LoopConfig:
         seed: Sampling seed (None = engine's choice).
         draft_logprobs: Ask the draft for this many top logprobs per token (None = only when
             the judge says it ``needs_logprobs``, then 0).
+        retries: Times a failing engine request is tried again on its own before its
+            problem is given up with ``stop_reason = error``.
     """
 
     max_steps: int = 32
@@ -70,12 +72,13 @@ class LoopConfig:
     top_p: float = 1.0
     seed: int | None = None
     draft_logprobs: int | None = None
+    retries: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "token_budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_repeats", "max_merges", "max_in_flight"):
+        for name in ("max_repeats", "max_merges", "max_in_flight", "retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -307,15 +310,22 @@ class StepLoop:
         return {k: v for k, v in steps.items() if v.calls}
 
     def _call(self, gen: Generator, reqs: list[GenerationRequest],
-              owners: list[_State]) -> list[Completion | None]:
+              owners: list[_State], tries_left: int | None = None) -> list[Completion | None]:
         """Call the engine on a batch; on failure, retry one by one to isolate bad requests."""
         try:
             out = gen.generate(reqs)
             if len(out) != len(reqs):
                 raise RuntimeError(f"{gen.name} returned {len(out)} completions for {len(reqs)} requests")
+            for c in out:
+                if not isinstance(c, Completion):
+                    raise RuntimeError(f"{gen.name} returned {type(c).__name__}, not a Completion")
             return list(out)
         except Exception as e:  # noqa: BLE001 - a failing engine call must not end the run
             if len(reqs) == 1:
+                left = self.config.retries if tries_left is None else tries_left
+                if left > 0:
+                    log.warning("problem %s: %s failed (%s); retrying", owners[0].problem.id, gen.name, e)
+                    return self._call(gen, reqs, owners, left - 1)
                 owners[0].error = f"{gen.name}: {type(e).__name__}: {e}"
                 log.warning("problem %s failed in %s: %s", owners[0].problem.id, gen.name, e)
                 return [None]

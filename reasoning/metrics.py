@@ -104,7 +104,8 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
             "wall s", "s/problem"]
     body = []
     for name, s in rows:
-        acc = "-" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f}% ({s['correct']}/{s['graded']})"
+        acc = ("-" if s.get("accuracy") is None
+               else f"{100 * s['accuracy']:.1f}% ({s['correct']}/{s['graded']})")
         wall = s.get("wall_seconds")
         body.append([name, str(s["problems"]), acc, f"{s['mean_steps']:.1f}",
                      f"{100 * s['target_step_share']:.1f}%", str(s["tokens"]["draft"]),

@@ -103,7 +103,9 @@ class Pipeline:
         """Solve ``problems``; with ``out_dir``, append traces as they finish and write the summary.
 
         Problems already in ``out_dir/traces.jsonl`` are skipped (the run resumes), and the
-        summary is recomputed from every trace in the file.
+        summary is recomputed from every trace in the file. A folder whose saved config differs
+        from ``config`` is refused (:class:`reasoning.errors.RunFolderError`): its traces
+        belong to another experiment.
 
         Args:
             problems: The problems to solve.
@@ -121,8 +123,9 @@ class Pipeline:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if config is not None:
-                from reasoning.config_io import write_config
+                from reasoning.config_io import check_same_config, write_config
 
+                check_same_config(out, config)
                 write_config(out, config)
             done = read_traces(out / TRACES, repair=True)
             seen = {t.problem_id for t in done}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Route(str, enum.Enum):
+class Route(enum.StrEnum):
     """Who was asked to write a step."""
 
     DRAFT = "draft"
@@ -23,7 +23,7 @@ class Route(str, enum.Enum):
     """The policy sent the step straight to the target, without a draft."""
 
 
-class Decision(str, enum.Enum):
+class Decision(enum.StrEnum):
     """What the policy did with a drafted step."""
 
     ACCEPT = "accept"
@@ -34,7 +34,7 @@ class Decision(str, enum.Enum):
     """No draft was written (route ``target``)."""
 
 
-class FinishReason(str, enum.Enum):
+class FinishReason(enum.StrEnum):
     """Why one engine call stopped generating."""
 
     STOP = "stop"
@@ -45,7 +45,7 @@ class FinishReason(str, enum.Enum):
     """The token limit of the call was reached."""
 
 
-class StopReason(str, enum.Enum):
+class StopReason(enum.StrEnum):
     """Why a problem's solution stopped."""
 
     ANSWER = "answer"

@@ -115,6 +115,34 @@ def instantiate(cfg: Any, what: str, **kw: Any) -> Any:
         raise
 
 
+def check_model_paths(cfg: Any, what: str) -> None:
+    """Refuse a generator config whose ``model`` is a local path that does not exist.
+
+    Registry short names and hub ids pass: they are resolved (and prepared) when the model loads.
+    """
+    from reasoning.cpu_models import _HUB_ID, MODELS, _looks_like_path
+
+    node = cfg.get("spec", cfg) if hasattr(cfg, "get") else cfg
+    model = node.get("model") if hasattr(node, "get") else None
+    if not isinstance(model, str) or model in MODELS or Path(model).expanduser().exists():
+        return
+    if _HUB_ID.match(model):
+        return
+    if _looks_like_path(model):
+        raise UserError(f"{what}.model: no such file or folder {model!r}; give an existing model folder, "
+                        f"a hub id (org/name) or one of {', '.join(sorted(MODELS))}")
+
+
+def count_done(out: Path) -> int:
+    """Problems finished in a run folder (whole trace lines)."""
+    from reasoning.traces import TRACES, read_traces
+
+    try:
+        return len(read_traces(out / TRACES))
+    except (OSError, ValueError):
+        return 0
+
+
 class LazyGenerator:
     """A generator built from its config on first use, so a run that never calls the draft
     (target-only) never loads it."""

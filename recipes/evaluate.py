@@ -13,16 +13,38 @@ the same command into the same folder resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
-from recipes import _cli
 from reasoning.errors import UserError
+from recipes import _cli
 
 log = logging.getLogger("recipes.evaluate")
 
 CONFIG_NAME = "evaluate"
 _BASELINES = ("target-only", "draft-only")
+_NOT_RESULT_KEYS = ("progress", "new_folder")
+"""Top-level keys that do not change a result: left out of the saved config."""
+
+EXIT_USER_ERROR = 2
+EXIT_PROBLEMS_FAILED = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that ``finally`` blocks run."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise Terminated()
+
+
+def _fresh_folder(out: Path) -> Path:
+    """``out-2``, ``out-3``, ... whichever does not exist yet."""
+    i = 2
+    while (cand := out.with_name(f"{out.name}-{i}")).exists():
+        i += 1
+    return cand
 
 
 def run(cfg) -> int:
@@ -30,6 +52,7 @@ def run(cfg) -> int:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from reasoning.config_io import RunFolderError, check_same_config
     from reasoning.metrics import format_table
     from reasoning.pipeline import Pipeline, close_all, write_summary
 
@@ -41,16 +64,35 @@ def run(cfg) -> int:
     segmenter = _cli.instantiate(cfg.segmenter, "segmenter")
     loop = _cli.instantiate(cfg.loop, "loop")
     prompt = _cli.instantiate(cfg.prompt, "prompt")
-    problems = _cli.instantiate(cfg.dataset, "dataset")
+    report: dict = {}
+    problems = _cli.instantiate(cfg.dataset, "dataset", report=report)
+    _cli.check_model_paths(cfg.draft, "draft")
+    _cli.check_model_paths(cfg.target, "target")
     judge = _cli.instantiate(cfg.judge, "judge")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for k in _NOT_RESULT_KEYS:
+        plain.pop(k, None)
+    resolved = OmegaConf.to_yaml(OmegaConf.create(plain))
+    try:
+        check_same_config(out, resolved)
+    except RunFolderError:
+        if not cfg.new_folder:
+            raise
+        out = _fresh_folder(out)
+        log.info("run folder holds another config; writing to %s instead", out)
     draft = _cli.LazyGenerator(cfg.draft, "draft")
     target = _cli.LazyGenerator(cfg.target, "target")
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
     pipe = Pipeline(draft=draft, target=target, judge=judge, policy=policy, segmenter=segmenter,
                     prompt=prompt, loop=loop)
     rows = []
     try:
         result = pipe.run(problems, out_dir=out, config=resolved, progress=cfg.progress)
+        if report.get("skipped"):
+            s = dict(result.summary)
+            s["dataset_rows_skipped"] = report["skipped"]
+            write_summary(out, s)
+            print(f"skipped {report['skipped']} malformed dataset row(s) (dataset.skip_malformed=true)",
+                  file=sys.stderr)
         name = HydraConfig.get().runtime.choices.get("recipe") or "run"
         rows.append((name, result.summary))
         failed = result.summary["errors"]
@@ -74,9 +116,9 @@ def run(cfg) -> int:
         print(f"speed-up vs {rows[1][0]}: {rows[1][1]['wall_seconds'] / rows[0][1]['wall_seconds']:.2f}x")
     print(f"run folder: {out}")
     if failed:
-        print(f"error: {failed} problem(s) failed; their reasons are in traces.jsonl (field 'error')",
-              file=sys.stderr)
-        return 1
+        print(f"error: {failed} problem(s) failed; their reasons are in traces.jsonl (field 'error'); "
+              f"exit status {EXIT_PROBLEMS_FAILED}", file=sys.stderr)
+        return EXIT_PROBLEMS_FAILED
     return 0
 
 
@@ -95,12 +137,20 @@ def main(argv: list[str] | None = None) -> None:
 
     @hydra.main(config_path=str(_cli.CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
     def _task(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             code = run(cfg)
         except UserError as e:
             _cli.fail(str(e))
-        except KeyboardInterrupt:
-            _cli.fail("interrupted; run the same command again to resume where it stopped", code=130)
+        except KeyboardInterrupt as e:
+            out = Path(HydraConfig.get().runtime.output_dir)
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            _cli.fail(f"{what}; {_cli.count_done(out)} finished problem(s) are saved in {out}; "
+                      "run the same command again to resume", code=143 if isinstance(e, Terminated) else 130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if code:
             raise SystemExit(code)
 

@@ -72,7 +72,10 @@ def test_every_preset_pins_the_knobs_that_change_a_result(recipe):
     assert OmegaConf.select(cfg, "dataset.limit") is not None or recipe not in ("cpu-demo", "smoke")
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in groups() if g != "recipe" for o in group_options(g)])
+OPTIONS = [(g, o) for g in groups() if g != "recipe" for o in group_options(g)]
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_group_option_composes_and_matches_the_code(group, option):
     cfg = compose_with(["~recipe", f"{group}={option}"])
     for path, node in targets(cfg[group], group):

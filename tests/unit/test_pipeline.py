@@ -12,7 +12,8 @@ PROBLEMS = [Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(6
 
 
 def pipe(draft_sol=SOL, target_sol=SOL, **kw):
-    return Pipeline(draft=ScriptedGenerator("draft", draft_sol), target=ScriptedGenerator("target", target_sol),
+    return Pipeline(draft=ScriptedGenerator("draft", draft_sol),
+                    target=ScriptedGenerator("target", target_sol),
                     judge=ConstantJudge(0.9), policy=ThresholdPolicy(0.5), **kw)
 
 
