@@ -133,6 +133,23 @@ def check_model_paths(cfg: Any, what: str) -> None:
                         f"a hub id (org/name) or one of {', '.join(sorted(MODELS))}")
 
 
+def load_models(names: Sequence[str], gens: dict[str, LazyGenerator]) -> dict[str, float]:
+    """Build the named lazy generators now; returns the seconds each took."""
+    import time
+
+    took = {}
+    for n in names:
+        t0 = time.perf_counter()
+        try:
+            gens[n].get()
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one clear line instead of an engine's traceback
+            raise UserError(f"{n}: the model could not be started: {one_line(e)}") from e
+        took[n] = round(time.perf_counter() - t0, 2)
+    return took
+
+
 def count_done(out: Path) -> int:
     """Problems finished in a run folder (whole trace lines)."""
     from reasoning.traces import TRACES, read_traces
@@ -176,6 +193,6 @@ class LazyGenerator:
 
 def quiet_third_party_logs() -> None:
     """Keep vLLM's and transformers' chatter off the terminal unless asked for."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -47,6 +47,20 @@ def _fresh_folder(out: Path) -> Path:
     return cand
 
 
+def _models_needed(policy, baseline: str | None) -> list[str]:
+    """Which of draft and target the run (and its baseline) will call."""
+    from reasoning.policies import AlwaysDraft, AlwaysTarget
+
+    need = set()
+    need |= {"target"} if isinstance(policy, AlwaysTarget) else {"draft"} if isinstance(
+        policy, AlwaysDraft) else {"draft", "target"}
+    if baseline == "target-only":
+        need.add("target")
+    elif baseline == "draft-only":
+        need.add("draft")
+    return sorted(need)
+
+
 def run(cfg) -> int:
     """Run the composed config ``cfg``; returns the exit code."""
     from hydra.core.hydra_config import HydraConfig
@@ -86,7 +100,12 @@ def run(cfg) -> int:
                     prompt=prompt, loop=loop)
     rows = []
     try:
+        # Load the models the runs will use before any clock starts, so that no run's wall
+        # time includes an engine start.
+        load_s = _cli.load_models(_models_needed(policy, cfg.baseline), {"draft": draft, "target": target})
         result = pipe.run(problems, out_dir=out, config=resolved, progress=cfg.progress)
+        result.summary["load_seconds"] = load_s
+        write_summary(out, result.summary)
         if report.get("skipped"):
             s = dict(result.summary)
             s["dataset_rows_skipped"] = report["skipped"]

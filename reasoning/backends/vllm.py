@@ -120,6 +120,21 @@ class VLLMGenerator:
         log.info("vLLM engine %r for %s ready in %.1f s", name, self.model, self.start_seconds)
 
     # -- prompts -----------------------------------------------------------------------------
+    @classmethod
+    def spawn(cls, model: str, name: str = "vllm", devices: str | None = None,
+              env: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        """The same generator in a worker process of its own (a :class:`WorkerGenerator`).
+
+        Two vLLM engines do not live well in one process (closing one breaks the other): run
+        draft and target each with ``spawn``. ``devices`` sets the worker's
+        ``CUDA_VISIBLE_DEVICES``; ``env`` adds variables (on CPUs, e.g. ``OMP_NUM_THREADS``);
+        ``kwargs`` are this class's arguments.
+        """
+        from reasoning.backends.worker import WorkerGenerator
+
+        spec = {"_target_": f"{cls.__module__}.{cls.__qualname__}", "model": model, "name": name, **kwargs}
+        return WorkerGenerator(spec, name=name, devices=devices, env=env)
+
     def _end_token_ids(self) -> frozenset[int]:
         """Ids that end a sequence: the tokenizer's EOS and the model's generation-config stops."""
         ids: set[int] = set()
