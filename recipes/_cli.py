@@ -115,6 +115,26 @@ def instantiate(cfg: Any, what: str, **kw: Any) -> Any:
         raise
 
 
+def bind_judge(partial: Any, models: dict[str, Any]) -> Any:
+    """Finish a partial judge with the run's models.
+
+    The judge's constructor names what it needs: a ``generator`` parameter gets the target
+    (the model that judges in SpecReason), a ``draft`` parameter gets the draft.
+    """
+    import inspect
+
+    params = inspect.signature(partial.func).parameters
+    kw = {}
+    if "generator" in params and "generator" not in partial.keywords:
+        kw["generator"] = models["target"]
+    if "draft" in params and "draft" not in partial.keywords:
+        kw["draft"] = models["draft"]
+    try:
+        return partial(**kw)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"judge: {one_line(e)}") from None
+
+
 def check_model_paths(cfg: Any, what: str) -> None:
     """Refuse a generator config whose ``model`` is a local path that does not exist.
 

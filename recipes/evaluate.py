@@ -12,6 +12,7 @@ the same command into the same folder resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -82,7 +83,6 @@ def run(cfg) -> int:
     problems = _cli.instantiate(cfg.dataset, "dataset", report=report)
     _cli.check_model_paths(cfg.draft, "draft")
     _cli.check_model_paths(cfg.target, "target")
-    judge = _cli.instantiate(cfg.judge, "judge")
     plain = OmegaConf.to_container(cfg, resolve=True)
     for k in _NOT_RESULT_KEYS:
         plain.pop(k, None)
@@ -96,6 +96,11 @@ def run(cfg) -> int:
         log.info("run folder holds another config; writing to %s instead", out)
     draft = _cli.LazyGenerator(cfg.draft, "draft")
     target = _cli.LazyGenerator(cfg.target, "target")
+    judge = _cli.instantiate(cfg.judge, "judge")
+    if isinstance(judge, functools.partial):
+        # A judge config with `_partial_: true` is finished here with the run's models
+        # (e.g. the target model as judge): `generator` is the target, `draft` the draft.
+        judge = _cli.bind_judge(judge, {"target": target, "draft": draft})
     pipe = Pipeline(draft=draft, target=target, judge=judge, policy=policy, segmenter=segmenter,
                     prompt=prompt, loop=loop)
     rows = []
