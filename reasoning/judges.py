@@ -81,38 +81,91 @@ class ScriptedJudge:
 
 @dataclass(frozen=True, slots=True)
 class ConfidenceJudge:
-    """Scores a step by the draft's own confidence: the geometric-mean token probability.
+    """Scores a step by the draft's own confidence in its tokens.
 
-    ``statistic="mean"`` gives ``exp(mean logprob)``; ``"min"`` gives ``exp(min logprob)``,
-    the probability of the least likely token. Needs the draft to return logprobs
-    (``logprobs >= 0`` in its generation params: the loop asks for them when the judge
-    says ``needs_logprobs``).
+    ``statistic="mean"`` gives ``exp(mean logprob)``, the geometric-mean token probability;
+    ``"min"`` gives ``exp(min logprob)``, the probability of the least likely token;
+    ``"entropy"`` gives ``1 - mean(H / log k)``, where ``H`` is the entropy of a token's top-``k``
+    distribution (its ``k = top_logprobs`` best probabilities, renormalised to sum to 1) and
+    ``log k`` the largest that entropy can be: 1 when every token was certain, 0 when every
+    top-``k`` was flat. A position with no alternatives counts as flat.
+
+    Only the first ``first_tokens`` tokens of the step count (None: all of them); an empty
+    step scores 0. The judge needs the draft's logprobs: ``needs_logprobs`` tells the loop
+    how many (0: the sampled token's only; ``k`` for ``"entropy"``).
+
+    Args:
+        statistic: ``mean``, ``min`` or ``entropy``.
+        top_logprobs: ``k`` of ``"entropy"``: top logprobs asked of the draft per token (>= 2;
+            vLLM allows at most 20 unless its ``max_logprobs`` is raised). Unused otherwise.
+        first_tokens: Count only this many tokens from the step's start (None: all).
 
     >>> from reasoning.types import Problem, Completion, FinishReason
     >>> c = Completion("a b", (1, 2), FinishReason.STOP, logprobs=(math.log(0.5), math.log(0.5)))
     >>> ConfidenceJudge().score([JudgeRequest(Problem("p", "q"), (), (), c, 0)])
     [0.5]
+    >>> flat, sure = {"a": math.log(0.5), "b": math.log(0.5)}, {"a": 0.0}
+    >>> c = Completion("a a", (1, 1), FinishReason.STOP, logprobs=(0.0, 0.0), top_logprobs=(flat, sure))
+    >>> j = ConfidenceJudge("entropy", top_logprobs=2)
+    >>> j.needs_logprobs, j.score([JudgeRequest(Problem("p", "q"), (), (), c, 0)])
+    (2, [0.5])
+    >>> ConfidenceJudge("entropy", top_logprobs=2, first_tokens=1).score(
+    ...     [JudgeRequest(Problem("p", "q"), (), (), c, 0)])
+    [0.0]
     """
 
     statistic: str = "mean"
+    top_logprobs: int = 20
+    first_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.statistic not in ("mean", "min"):
-            raise ValueError(f"judge.statistic must be 'mean' or 'min', got {self.statistic!r}")
+        if self.statistic not in ("mean", "min", "entropy"):
+            raise ValueError(f"judge.statistic must be 'mean', 'min' or 'entropy', got {self.statistic!r}")
+        if self.statistic == "entropy" and self.top_logprobs < 2:
+            raise ValueError(f"judge.top_logprobs must be >= 2 for statistic 'entropy' (the entropy of "
+                             f"one alternative is always 0), got {self.top_logprobs}")
+        if self.first_tokens is not None and self.first_tokens < 1:
+            raise ValueError(f"judge.first_tokens must be >= 1 or null (all tokens), got {self.first_tokens}")
 
     @property
-    def needs_logprobs(self) -> bool:
-        return True
+    def needs_logprobs(self) -> int:
+        """Top logprobs per token the draft must return: 0 (the sampled token's only) or ``k``."""
+        return self.top_logprobs if self.statistic == "entropy" else 0
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[float]:
-        out = []
-        for r in requests:
-            lps = r.step.logprobs
-            if lps is None:
-                raise ValueError("ConfidenceJudge needs logprobs from the draft; its backend returned none")
-            if not lps:
-                out.append(0.0)
-                continue
-            v = sum(lps) / len(lps) if self.statistic == "mean" else min(lps)
-            out.append(round(math.exp(v), 12))
-        return out
+        return [self._one(r) for r in requests]
+
+    def _one(self, r: JudgeRequest) -> float:
+        n = self.first_tokens
+        if self.statistic == "entropy":
+            tops = r.step.top_logprobs
+            if tops is None:
+                raise ValueError(f"ConfidenceJudge('entropy') needs the draft's top {self.top_logprobs} "
+                                 "logprobs per token; its backend returned none")
+            tops = tops[:n] if n is not None else tops
+            if not tops:
+                return 0.0
+            norm = math.log(self.top_logprobs)
+            h = sum(min(1.0, _entropy(t) / norm) for t in tops) / len(tops)
+            return round(min(1.0, max(0.0, 1.0 - h)), 12)
+        lps = r.step.logprobs
+        if lps is None:
+            raise ValueError("ConfidenceJudge needs logprobs from the draft; its backend returned none")
+        lps = lps[:n] if n is not None else lps
+        if not lps:
+            return 0.0
+        v = sum(lps) / len(lps) if self.statistic == "mean" else min(lps)
+        return round(math.exp(v), 12)
+
+
+def _entropy(top: Mapping[str, float]) -> float:
+    """Entropy (nats) of the renormalised distribution over ``top``'s ``{token: logprob}``; inf if empty.
+
+    >>> round(_entropy({"a": math.log(0.25), "b": math.log(0.25)}), 6) == round(math.log(2), 6)
+    True
+    """
+    ps = [math.exp(x) for x in top.values() if x > -math.inf]
+    total = sum(ps)
+    if total <= 0:
+        return math.inf
+    return -sum(p / total * math.log(p / total) for p in ps if p > 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reasoning.prompts import ChatPrompt
@@ -56,8 +56,9 @@ class LoopConfig:
         temperature: Sampling temperature for both models (0 = greedy).
         top_p: Nucleus sampling mass for both models.
         seed: Sampling seed (None = engine's choice).
-        draft_logprobs: Ask the draft for this many top logprobs per token (None = only when
-            the judge says it ``needs_logprobs``, then 0).
+        draft_logprobs: Ask the draft for this many top logprobs per token (None = only what
+            the judge's ``needs_logprobs`` asks for: ``True`` or 0 for the sampled token's
+            logprob, an int ``k > 0`` for the top ``k``; the larger of the two when both are set).
         retries: Times a failing engine request is tried again on its own before its
             problem is given up with ``stop_reason = error``.
     """
@@ -81,6 +82,12 @@ class LoopConfig:
         for name in ("max_repeats", "max_merges", "max_in_flight", "retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ValueError(f"loop.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"loop.top_p must be in (0, 1], got {self.top_p}")
+        if self.draft_logprobs is not None and self.draft_logprobs < 0:
+            raise ValueError(f"loop.draft_logprobs must be >= 0 or null, got {self.draft_logprobs}")
 
 
 @dataclass(slots=True)
@@ -105,6 +112,7 @@ class _Step:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] | None = None
+    top_logprobs: list[Mapping[str, float]] | None = None
     prompt_tokens: int = 0
     seconds: float = 0.0
     finish: FinishReason = FinishReason.STOP
@@ -114,6 +122,7 @@ class _Step:
     def completion(self) -> Completion:
         return Completion(self.text, tuple(self.token_ids), self.finish, self.prompt_tokens,
                           logprobs=None if self.logprobs is None else tuple(self.logprobs),
+                          top_logprobs=None if self.top_logprobs is None else tuple(self.top_logprobs),
                           seconds=self.seconds)
 
 
@@ -143,10 +152,8 @@ class StepLoop:
         self.config = config or LoopConfig()
         self.stop_rules = tuple(stop_rules) if stop_rules is not None else default_stop_rules(
             segmenter, self.config.max_steps, self.config.max_repeats, self.config.stop_at_answer)
-        lp = self.config.draft_logprobs
-        if lp is None and getattr(judge, "needs_logprobs", False):
-            lp = 0
-        self._draft_logprobs = lp
+        lp, need = self.config.draft_logprobs, judge_logprobs(judge)
+        self._draft_logprobs = need if lp is None else lp if need is None else max(lp, need)
 
     # -- public ----------------------------------------------------------------------------
     def run(self, problems: Iterable[Problem],
@@ -264,7 +271,8 @@ class StepLoop:
     def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
                         tag: str) -> dict[int, _Step]:
         """One step for each state from ``gen``, merging too-short pieces; batched."""
-        steps = {id(s): _Step(logprobs=[] if logprobs is not None else None) for s in states}
+        steps = {id(s): _Step(logprobs=[] if logprobs is not None else None,
+                              top_logprobs=[] if logprobs else None) for s in states}
         todo = list(states)
         for _attempt in range(self.config.max_merges + 1):
             reqs, owners = [], []
@@ -296,6 +304,9 @@ class StepLoop:
                         s.error = f"{gen.name} returned no logprobs though they were asked for"
                         continue
                     st.logprobs.extend(c.logprobs)
+                if st.top_logprobs is not None:  # kept only while every piece has them
+                    tops = c.top_logprobs
+                    st.top_logprobs = None if tops is None else st.top_logprobs + list(tops)
                 st.prompt_tokens += c.prompt_tokens
                 st.seconds += c.seconds
                 st.calls += 1
@@ -364,6 +375,28 @@ class StepLoop:
                      steps=steps, stop_reason=s.stop or StopReason.ERROR,
                      text="".join(seg.text for seg in s.segments), seconds=seconds,
                      error=s.error, meta=dict(s.problem.meta))
+
+
+def judge_logprobs(judge: object) -> int | None:
+    """What a judge's ``needs_logprobs`` asks of the draft, as ``GenerationParams.logprobs``.
+
+    Missing, False or None: nothing (None); True: the sampled token's logprob (0); an int
+    ``k >= 0``: the top ``k`` per token (0 meaning the sampled token's only).
+
+    >>> class Wants:
+    ...     needs_logprobs = 5
+    >>> judge_logprobs(object()), judge_logprobs(Wants())
+    (None, 5)
+    """
+    need = getattr(judge, "needs_logprobs", False)
+    if need is None or need is False:
+        return None
+    if need is True:
+        return 0
+    if isinstance(need, int) and need >= 0:
+        return need
+    raise ValueError(f"{type(judge).__name__}.needs_logprobs must be a bool or an int >= 0 "
+                     f"(top logprobs per token), got {need!r}")
 
 
 def with_grade(trace: Trace, predicted: str | None, correct: bool | None, note: str | None) -> Trace:

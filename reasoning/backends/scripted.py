@@ -1,7 +1,7 @@
 """A deterministic generator double, shipped in the library for tests, examples and benchmarks.
 
 It behaves like an engine in every way the step loop can see (stop strings kept in the text,
-token limits, end of sequence, token ids that round-trip, logprobs when asked) but its
+token limits, end of sequence, token ids that round-trip, logprobs and top logprobs when asked) but its
 "model" is a script: for each problem, the whole answer this model would write.
 """
 
@@ -36,6 +36,12 @@ class ScriptedGenerator:
             mapping ``{problem_id: probability}``.
         step_delimiter: Where the script's steps end, to align it with another model's prefix.
         seconds_per_token: Sleep this long per generated token (0: none), to mimic a slow model.
+        top_logprobs_fn: For requests asking for top logprobs (``logprobs > 0``): a function
+            ``request -> {token text: logprob}`` giving the alternatives reported at every
+            generated token (cut to the ``logprobs`` best), e.g. the digit distribution a
+            target-as-judge call reads. It takes the whole request because judge calls differ
+            in their messages, not their prefix. Without it (or when it returns None), the
+            top alternatives are the sampled token alone, with its ``token_prob``.
 
     >>> from reasoning.types import GenerationParams, GenerationRequest
     >>> g = ScriptedGenerator("draft", {"p": "One.\\n\\nTwo.\\n\\n"})
@@ -52,6 +58,7 @@ class ScriptedGenerator:
         token_prob: float | Mapping[str, float] = 1.0,
         step_delimiter: str = "\n\n",
         seconds_per_token: float = 0.0,
+        top_logprobs_fn: Callable[[GenerationRequest], Mapping[str, float] | None] | None = None,
     ) -> None:
         self.name = name
         if callable(solutions):
@@ -65,6 +72,7 @@ class ScriptedGenerator:
         self.token_prob = token_prob
         self.step_delimiter = step_delimiter
         self.seconds_per_token = seconds_per_token
+        self.top_logprobs_fn = top_logprobs_fn
         self._vocab: dict[str, int] = {}
         self._pieces: list[str] = []
         self.calls = 0
@@ -133,15 +141,27 @@ class ScriptedGenerator:
                     break
             if self.seconds_per_token:
                 time.sleep(self.seconds_per_token * len(gen))
-            lp = None
+            lp = top = None
             if p.logprobs is not None:
                 prob = self._prob(req.problem_id)
                 lp = tuple([math.log(prob) if prob > 0 else -math.inf] * len(gen))
+                if p.logprobs > 0:
+                    top = self._top(req, gen, lp, p.logprobs)
             prompt = sum(len(self.encode(m.content)) for m in req.messages) + len(self.encode(prefix_text))
             out.append(Completion(text=produced, token_ids=tuple(gen), finish_reason=finish,
-                                  prompt_tokens=prompt, logprobs=lp))
+                                  prompt_tokens=prompt, logprobs=lp, top_logprobs=top))
         dt = (time.perf_counter() - t0) / max(1, len(requests))
         return [_with_seconds(c, dt) for c in out]
+
+    def _top(self, req: GenerationRequest, gen: Sequence[int], lp: Sequence[float],
+             k: int) -> tuple[dict[str, float], ...]:
+        """The top-``k`` alternatives at each generated token, as an engine reports them."""
+        given = self.top_logprobs_fn(req) if self.top_logprobs_fn is not None else None
+        if given is None:
+            return tuple({self._pieces[t]: x} for t, x in zip(gen, lp))
+        best = dict(sorted(((str(t), float(x)) for t, x in given.items()),
+                           key=lambda kv: kv[1], reverse=True)[:k])
+        return tuple(dict(best) for _ in gen)
 
     def close(self) -> None:
         pass
