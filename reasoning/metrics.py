@@ -91,25 +91,83 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     }
 
 
-def format_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+def target_token_share(summary: dict[str, Any]) -> float | None:
+    """Share of all generated tokens that the target generated (drafts thrown away included).
+
+    >>> target_token_share({"tokens": {"draft": 30, "target": 10}})
+    0.25
+    >>> target_token_share({"tokens": {"draft": 0, "target": 0}}) is None
+    True
+    """
+    tok = summary.get("tokens") or {}
+    total = (tok.get("draft") or 0) + (tok.get("target") or 0)
+    return (tok.get("target") or 0) / total if total else None
+
+
+def stop_reason_share(summary: dict[str, Any], reason: str) -> float:
+    """Share of a run's problems that stopped for ``reason`` (e.g. ``token_budget``).
+
+    >>> stop_reason_share({"problems": 4, "stop_reasons": {"answer": 3, "token_budget": 1}}, "token_budget")
+    0.25
+    """
+    n = summary.get("problems") or 0
+    return (summary.get("stop_reasons") or {}).get(reason, 0) / n if n else 0.0
+
+
+def _seconds(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2f}"
+
+
+def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False,
+                 speedups: Sequence[float | None] | None = None, markdown: bool = False) -> str:
     """A plain-text table of named summaries, one row each, for the terminal.
 
-    >>> print(format_table([("x", {"problems": 2, "correct": 1, "graded": 2, "accuracy": 0.5,
-    ...     "target_step_share": 0.25, "tokens": {"draft": 10, "target": 5}, "wall_seconds": 1.5,
-    ...     "seconds_per_problem": {"mean": 0.75}, "mean_steps": 2.0})]))
+    Args:
+        rows: ``(name, summary)`` pairs.
+        ci: Add the 95% interval of the accuracy and the target-token share (see
+            :func:`target_token_share`).
+        speedups: Add a speed-up column, one value per row (None: ``-``).
+        markdown: A Markdown (pipe) table instead of aligned text.
+
+    >>> s = {"problems": 2, "correct": 1, "graded": 2, "accuracy": 0.5, "accuracy_ci95": [0.0945, 0.9055],
+    ...      "target_step_share": 0.25, "tokens": {"draft": 10, "target": 5}, "wall_seconds": 1.5,
+    ...      "seconds_per_problem": {"mean": 0.75}, "mean_steps": 2.0}
+    >>> print(format_table([("x", s)]))
     run  problems  accuracy      steps/problem  target steps  draft tok  target tok  wall s  s/problem
     x    2         50.0% (1/2)   2.0            25.0%         10         5           1.5     0.75
+    >>> md = format_table([("x", s)], ci=True, speedups=[2.0], markdown=True).splitlines()
+    >>> md[0][:38]
+    '| run | problems | accuracy | 95% CI |'
+    >>> print(md[2])
+    | x | 2 | 50.0% (1/2) | 9.4-90.5% | 2.0 | 25.0% | 33.3% | 10 | 5 | 1.5 | 2.00x | 0.75 |
     """
-    head = ["run", "problems", "accuracy", "steps/problem", "target steps", "draft tok", "target tok",
-            "wall s", "s/problem"]
+    head = ["run", "problems", "accuracy"] + (["95% CI"] if ci else []) + ["steps/problem", "target steps"]
+    head += (["target tok share"] if ci else []) + ["draft tok", "target tok", "wall s"]
+    head += (["speed-up"] if speedups is not None else []) + ["s/problem"]
     body = []
-    for name, s in rows:
+    for i, (name, s) in enumerate(rows):
         acc = ("-" if s.get("accuracy") is None
                else f"{100 * s['accuracy']:.1f}% ({s['correct']}/{s['graded']})")
-        wall = s.get("wall_seconds")
-        body.append([name, str(s["problems"]), acc, f"{s['mean_steps']:.1f}",
-                     f"{100 * s['target_step_share']:.1f}%", str(s["tokens"]["draft"]),
-                     str(s["tokens"]["target"]), "-" if wall is None else f"{wall:.1f}",
-                     f"{s['seconds_per_problem']['mean']:.2f}"])
+        row = [name, str(s["problems"]), acc]
+        if ci:
+            lo, hi = s.get("accuracy_ci95") or (None, None)
+            row.append("-" if lo is None or not s.get("graded") else f"{100 * lo:.1f}-{100 * hi:.1f}%")
+        row += [f"{s['mean_steps']:.1f}", f"{100 * s['target_step_share']:.1f}%"]
+        if ci:
+            share = target_token_share(s)
+            row.append("-" if share is None else f"{100 * share:.1f}%")
+        row += [str(s["tokens"]["draft"]), str(s["tokens"]["target"]), _seconds(s.get("wall_seconds"))]
+        if speedups is not None:
+            sp = speedups[i]
+            row.append("-" if sp is None else f"{sp:.2f}x")
+        row.append(f"{s['seconds_per_problem']['mean']:.2f}")
+        body.append(row)
+    if markdown:
+        def line(r: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |"
+
+        return "\n".join([line(head), "|" + "---|" * len(head), *(line(r) for r in body)])
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *body])

@@ -198,6 +198,23 @@ class Completion:
     def num_tokens(self) -> int:
         return len(self.token_ids)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Completion:
+        """The completion that :func:`to_dict` turned into ``d``.
+
+        >>> c = Completion("Hi.", (1, 2), FinishReason.STOP, 3, logprobs=(-0.5, 0.0))
+        >>> Completion.from_dict(to_dict(c)) == c
+        True
+        """
+        lp, top = d.get("logprobs"), d.get("top_logprobs")
+        return cls(text=d["text"], token_ids=tuple(int(t) for t in d["token_ids"]),
+                   finish_reason=FinishReason(d["finish_reason"]),
+                   prompt_tokens=int(d.get("prompt_tokens", 0)),
+                   cached_prompt_tokens=d.get("cached_prompt_tokens"),
+                   logprobs=None if lp is None else tuple(float(x) for x in lp),
+                   top_logprobs=None if top is None else tuple(dict(m) for m in top),
+                   seconds=float(d.get("seconds", 0.0)))
+
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:

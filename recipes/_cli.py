@@ -69,6 +69,14 @@ def compose_check(config_name: str, args: Sequence[str]) -> None:
                 v = v.split(",")[0]
             a = f"{k}={v}"
         overrides.append(a)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_override(o)
+        except HydraException as e:
+            raise UserError(f"cannot parse the override {o!r}: {one_line(e)}") from None
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name=config_name, overrides=overrides)

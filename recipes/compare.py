@@ -1,0 +1,448 @@
+"""Compare runs side by side: one table, one plot, one Markdown report.
+
+    python -m recipes.compare runs/smoke/A runs/smoke/B --out reports/ab
+    python -m recipes.compare multirun/smoke/2026-01-01_12-00-00 --out reports/sweep
+    python -m recipes.compare multirun/smoke/SWEEP --baseline runs/target-only/X --out reports/sweep
+
+Each RUN_DIR is a run folder (it holds ``summary.json``; its ``baseline-*/`` subfolders count
+as runs of their own) or a sweep folder (Hydra's multirun folder: its subfolders are runs).
+A run is labelled with its recipe and the config knobs that differ between the runs of that
+recipe (``smoke policy.threshold=0.3``). Speed-ups are against one baseline run: the one given
+with ``--baseline``, else the first target-only run among the inputs.
+
+Writes into ``--out``: ``compare.png`` and ``compare.svg`` (accuracy against wall-clock seconds
+and against the target's share of generated tokens, with 95% intervals and the Pareto
+frontier) and ``compare.md`` (the table, the plot and warnings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reasoning.errors import UserError
+from reasoning.metrics import format_table, stop_reason_share, target_token_share
+from reasoning.traces import CONFIG, SUMMARY
+from recipes import _cli
+
+log = logging.getLogger("recipes.compare")
+
+BUDGET_WARN_SHARE = 0.05
+"""Warn when more than this share of a run's problems stopped at the token budget."""
+_BASELINE_POLICIES = ("AlwaysTarget", "AlwaysDraft")
+_MAX_KNOBS = 4
+_NOT_KNOBS = ("baseline", "progress", "new_folder", "cache")
+"""Top-level config keys left out of labels: they do not change a run's own result."""
+_USAGE = "python -m recipes.compare RUN_DIR... --out DIR [--baseline RUN_DIR]"
+
+
+@dataclass
+class Run:
+    """One run folder's summary and what is needed to name it.
+
+    Attributes:
+        dir: The run folder.
+        summary: Its ``summary.json``.
+        config: Its ``config.yaml`` (None if missing or unreadable).
+        recipe: The Hydra recipe choice, if known.
+        baseline_of: For a ``baseline-*`` subfolder, the run folder it belongs to.
+        label: Unique name in the table and the plot.
+    """
+
+    dir: Path
+    summary: dict[str, Any]
+    config: dict[str, Any] | None = None
+    recipe: str | None = None
+    baseline_of: Path | None = None
+    label: str = ""
+
+    @property
+    def baseline_kind(self) -> str | None:
+        """``target-only`` / ``draft-only`` for a baseline subfolder, else None."""
+        return self.dir.name.removeprefix("baseline-") if self.baseline_of is not None else None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.baseline_of is not None or self.summary.get("policy") in _BASELINE_POLICIES
+
+    @property
+    def is_target_only(self) -> bool:
+        return self.summary.get("policy") == "AlwaysTarget" or self.baseline_kind == "target-only"
+
+
+@dataclass
+class Comparison:
+    """Runs, their labels, speed-ups and warnings; what the table, plot and report show."""
+
+    runs: list[Run]
+    baseline: Run | None
+    speedups: list[float | None]
+    warnings: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(r.label, r.summary) for r in self.runs]
+
+    def table(self, markdown: bool = False) -> str:
+        return format_table(self.rows(), ci=True, speedups=self.speedups, markdown=markdown)
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower x and higher y are better), by x.
+
+    >>> pareto_front([(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (0.5, 0.2)])
+    [3, 0, 1]
+    >>> pareto_front([])
+    []
+    """
+    keep = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(xj <= x and yj >= y and (xj < x or yj > y) for j, (xj, yj) in enumerate(points)
+                        if j != i)
+        if not dominated:
+            keep.append(i)
+    return sorted(keep, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def speedup(baseline_wall: float | None, wall: float | None) -> float | None:
+    """Baseline wall seconds over a run's wall seconds (None when either is unknown or zero).
+
+    >>> speedup(10.0, 4.0), speedup(10.0, 0.0), speedup(None, 1.0)
+    (2.5, None, None)
+    """
+    if not baseline_wall or not wall or baseline_wall <= 0 or wall <= 0:
+        return None
+    return baseline_wall / wall
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested mapping.
+
+    >>> flatten({"a": {"b": 1, "c": [1, 2]}, "d": None})
+    {'a.b': 1, 'a.c': [1, 2], 'd': None}
+    """
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def knob(key: str, value: Any, width: int = 40) -> str:
+    r"""``key=value`` for a label, long values cut.
+
+    >>> knob("policy.threshold", 0.7), knob("loop.seed", None), knob("segmenter.delimiter", "\n\n")
+    ('policy.threshold=0.7', 'loop.seed=null', 'segmenter.delimiter="\\n\\n"')
+    """
+    plain = isinstance(value, str) and value and not any(c.isspace() or c in "=\"'" for c in value)
+    v = value if plain else json.dumps(value, ensure_ascii=False)
+    return f"{key}={v if len(v) <= width else v[:width - 3] + '...'}"
+
+
+def _natural(p: Path) -> tuple[int, str]:
+    return (int(p.name), "") if p.name.isdigit() else (sys.maxsize, p.name)
+
+
+# -- reading runs ----------------------------------------------------------------------------
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        log.warning("cannot read %s (%s); labelling without it", path, e)
+        return None
+
+
+def _recipe(run_dir: Path) -> str | None:
+    h = run_dir / ".hydra" / "hydra.yaml"
+    if not h.is_file():
+        return None
+    data = _read_yaml(h) or {}
+    try:
+        return data["hydra"]["runtime"]["choices"]["recipe"]
+    except (KeyError, TypeError):
+        return None
+
+
+def load_run(run_dir: Path, baseline_of: Path | None = None) -> Run:
+    """Read one run folder.
+
+    Raises:
+        UserError: no ``summary.json``, or one that is not a run summary.
+    """
+    p = run_dir / SUMMARY
+    if not p.is_file():
+        raise UserError(f"{run_dir}: no {SUMMARY} in this folder; give a run folder of recipes.evaluate")
+    try:
+        summary = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{p}: not a readable summary ({_cli.one_line(e)})") from None
+    need = ("problems", "accuracy", "accuracy_ci95", "tokens", "mean_steps", "target_step_share",
+            "seconds_per_problem")
+    missing = [k for k in need if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise UserError(f"{p}: not a stepspec run summary (no {', '.join(missing)})")
+    cfg = _read_yaml(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
+    recipe = _recipe(baseline_of if baseline_of is not None else run_dir)
+    return Run(run_dir, summary, cfg if isinstance(cfg, dict) else None, recipe, baseline_of)
+
+
+def _expand_run(run_dir: Path) -> list[Run]:
+    runs = [load_run(run_dir)]
+    for b in sorted(run_dir.glob("baseline-*")):
+        if b.is_dir() and (b / SUMMARY).is_file():
+            runs.append(load_run(b, baseline_of=run_dir))
+    return runs
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """The runs in the given run and sweep folders, in the order given (sweep jobs by number).
+
+    Raises:
+        UserError: a path that does not exist, is not a folder, or holds no run.
+    """
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise UserError(f"{p}: no such folder; give a run folder (with {SUMMARY}) or a sweep folder")
+        if not p.is_dir():
+            raise UserError(f"{p}: not a folder; give a run folder (with {SUMMARY}) or a sweep folder")
+        if (p / SUMMARY).is_file():
+            found = _expand_run(p)
+        else:
+            subs = sorted((d for d in p.iterdir() if d.is_dir() and (d / SUMMARY).is_file()), key=_natural)
+            if not subs:
+                raise UserError(f"{p}: no {SUMMARY} here and no run folders inside; give a run folder "
+                                f"(it holds {SUMMARY}) or a sweep folder (its subfolders are runs)")
+            found = [r for d in subs for r in _expand_run(d)]
+        for r in found:
+            key = r.dir.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(r)
+    return runs
+
+
+def label_runs(runs: Sequence[Run]) -> None:
+    """Give each run a unique label: its recipe (or folder) and the knobs that differ.
+
+    Knobs are compared between runs of the same recipe; a baseline subfolder is named by its
+    kind (``target-only``) and leaves out the policy and judge knobs, which it does not use.
+    """
+    groups: dict[str | None, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.recipe, []).append(r)
+    differing: dict[str | None, list[str]] = {}
+    for recipe, rs in groups.items():
+        flats = [flatten(r.config) for r in rs if r.config is not None]
+        keys = sorted({k for f in flats for k in f if k.split(".")[0] not in _NOT_KNOBS})
+        differing[recipe] = [k for k in keys
+                             if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+    for r in runs:
+        flat = flatten(r.config) if r.config is not None else {}
+        keys = [k for k in differing[r.recipe] if k in flat]
+        if r.baseline_of is not None:
+            keys = [k for k in keys if not k.startswith(("policy.", "judge."))]
+            name = r.baseline_kind or r.dir.name
+        else:
+            name = r.recipe or r.dir.name
+        knobs = [knob(k, flat[k]) for k in keys[:_MAX_KNOBS]]
+        if len(keys) > _MAX_KNOBS:
+            knobs.append(f"+{len(keys) - _MAX_KNOBS} more")
+        r.label = " ".join([name, *knobs])
+    same: dict[str, list[Run]] = {}
+    for r in runs:
+        same.setdefault(r.label, []).append(r)
+    for label, rs in same.items():  # tell equal labels apart by the shortest folder path that does
+        if len(rs) < 2:
+            continue
+        owners = [(r.baseline_of if r.baseline_of is not None else r.dir).resolve().parts for r in rs]
+        for depth in range(1, max(len(o) for o in owners) + 1):
+            tags = ["/".join(o[-depth:]) for o in owners]
+            if len(set(tags)) == len(tags):
+                break
+        for r, tag in zip(rs, tags):
+            r.label = f"{label} [{tag}]"
+    used: set[str] = set()
+    for r in runs:
+        base, i = r.label, 2
+        while r.label in used:
+            r.label, i = f"{base} #{i}", i + 1
+        used.add(r.label)
+
+
+def build(paths: Sequence[str | Path], baseline: str | Path | None = None) -> Comparison:
+    """Read, label and compare the runs; no files written.
+
+    Raises:
+        UserError: see :func:`find_runs`.
+    """
+    runs = find_runs(paths)
+    base: Run | None = None
+    if baseline is not None:
+        bp = Path(baseline).expanduser()
+        if not bp.is_dir():
+            raise UserError(f"--baseline {bp}: no such folder; give the run folder of a baseline run")
+        base_key = bp.resolve()
+        base = next((r for r in runs if r.dir.resolve() == base_key), None)
+        if base is None:
+            base = load_run(bp)
+            runs.append(base)
+    else:
+        base = next((r for r in runs if r.is_target_only), None)
+    label_runs(runs)
+    bw = base.summary.get("wall_seconds") if base is not None else None
+    speedups = [speedup(bw, r.summary.get("wall_seconds")) if base is not None else None for r in runs]
+    return Comparison(runs, base, speedups, _warnings(runs, base))
+
+
+def _warnings(runs: Sequence[Run], base: Run | None) -> list[str]:
+    out = []
+    if base is None:
+        out.append("no target-only run among the inputs, so no speed-ups; name one with --baseline RUN_DIR")
+    counts = sorted({r.summary.get("problems") for r in runs}, key=str)
+    if len(counts) > 1:
+        out.append(f"the runs answer different numbers of problems ({', '.join(map(str, counts))}): "
+                   "their accuracies are not on the same problems")
+    for r in runs:
+        s = r.summary
+        share = stop_reason_share(s, "token_budget")
+        if share > BUDGET_WARN_SHARE:
+            k = (s.get("stop_reasons") or {}).get("token_budget", 0)
+            budget = s.get("token_budget")
+            at = f" (loop.token_budget={budget})" if budget is not None else ""
+            out.append(f"{r.label}: {100 * share:.1f}% of problems ({k}/{s['problems']}) stopped at the "
+                       f"token budget{at}: answers cut off, so the accuracy understates the method")
+        if s.get("errors"):
+            out.append(f"{r.label}: {s['errors']} problem(s) failed with an error ('error' in its traces)")
+        hits = s.get("cache_hits") or 0
+        if hits:
+            total = hits + (s.get("cache_misses") or 0)
+            out.append(f"{r.label}: {hits} of {total} engine requests and judge scores came from the step "
+                       "cache, so its wall seconds and speed-up do not measure its cost")
+    return out
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def plot(comp: Comparison, out_dir: Path) -> list[Path]:
+    """Draw ``compare.png`` and ``compare.svg``: accuracy against wall seconds and against the
+    target-token share, 95% intervals, the Pareto frontier, baselines as red squares."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    panels = fig.subplots(1, 2)
+    specs = [("wall-clock seconds (lower is better)", lambda s: s.get("wall_seconds")),
+             ("target share of generated tokens, % (lower is cheaper)",
+              lambda s: None if target_token_share(s) is None else 100 * target_token_share(s))]
+    for ax, (xlabel, xof) in zip(panels, specs):
+        pts: list[tuple[float, float]] = []
+        names: dict[tuple[float, float], list[str]] = {}
+        for r in comp.runs:
+            s = r.summary
+            x = xof(s)
+            if x is None or s.get("accuracy") is None:
+                continue
+            y = 100 * s["accuracy"]
+            lo, hi = (100 * v for v in s["accuracy_ci95"])
+            is_base = r.is_baseline or r is comp.baseline
+            ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="s" if is_base else "o",
+                        color="tab:red" if is_base else "tab:blue", markersize=8 if is_base else 6,
+                        capsize=3, zorder=3)
+            pts.append((float(x), y))
+            names.setdefault((float(x), y), []).append(r.label)
+        # Points that coincide share one label; neighbours' labels alternate above and below.
+        for i, ((x, y), labels) in enumerate(sorted(names.items())):
+            ax.annotate("\n".join(labels), (x, y), textcoords="offset points", fontsize=7,
+                        xytext=(5, 5) if i % 2 == 0 else (5, -8), va="bottom" if i % 2 == 0 else "top")
+        front = pareto_front(pts)
+        if front:
+            fx = [pts[i][0] for i in front]
+            fy = [pts[i][1] for i in front]
+            ax.step(fx, fy, where="post", color="0.35", linestyle="--", linewidth=1, zorder=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy, % (95% interval)")
+        ax.grid(True, alpha=0.3)
+    panels[0].set_title("accuracy vs wall-clock time")
+    panels[1].set_title("accuracy vs target-token share")
+    handles = [Line2D([], [], marker="o", color="tab:blue", linestyle="", label="run"),
+               Line2D([], [], marker="s", color="tab:red", linestyle="", label="baseline"),
+               Line2D([], [], color="0.35", linestyle="--", label="Pareto frontier")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    paths = [out_dir / "compare.png", out_dir / "compare.svg"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def markdown(comp: Comparison, image: str = "compare.png") -> str:
+    """The Markdown report: the table, the plot, warnings, what each run is."""
+    lines = [f"# Comparison of {len(comp.runs)} runs", "", comp.table(markdown=True), ""]
+    base = comp.baseline
+    lines.append("Accuracy with its 95% Wilson interval; target steps: share of steps the target wrote; "
+                 "target tok share: target tokens / (draft + target tokens generated, rejected drafts "
+                 "included); wall s: wall-clock seconds without model loading and grading; speed-up: "
+                 + (f"wall seconds of `{base.label}` / wall seconds of the run." if base is not None
+                    else "none (no baseline run)."))
+    lines += ["", f"![accuracy against wall-clock seconds and target-token share]({image})", ""]
+    if comp.warnings:
+        lines += ["## Warnings", ""] + [f"- **Warning**: {w}" for w in comp.warnings] + [""]
+    lines += ["## Runs", ""]
+    for r in comp.runs:
+        extra = " (baseline for speed-ups)" if r is base else ""
+        lines.append(f"- `{r.label}`: `{r.dir}`{extra}")
+    return "\n".join(lines) + "\n"
+
+
+def compare(paths: Sequence[str | Path], out: str | Path, baseline: str | Path | None = None) -> Comparison:
+    """Build the comparison and write ``compare.png``, ``compare.svg`` and ``compare.md`` into ``out``."""
+    comp = build(paths, baseline)
+    out_dir = Path(out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: exists and is not a folder; give a folder for the report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot(comp, out_dir)
+    (out_dir / "compare.md").write_text(markdown(comp))
+    return comp
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _cli.fail(f"{message} (usage: {_USAGE})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``python -m recipes.compare``)."""
+    parser = _Parser(prog="python -m recipes.compare", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or sweep folders")
+    parser.add_argument("--out", required=True, metavar="DIR", help="where to write the plot and report")
+    parser.add_argument("--baseline", metavar="RUN_DIR", help="the run speed-ups are measured against "
+                        "(default: the first target-only run among the inputs)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
+    try:
+        comp = compare(args.runs, args.out, args.baseline)
+    except UserError as e:
+        _cli.fail(str(e))
+    print(comp.table())
+    for w in comp.warnings:
+        print(f"warning: {w}")
+    out = Path(args.out)
+    print(f"wrote {out / 'compare.md'}, {out / 'compare.png'}, {out / 'compare.svg'}")
+
+
+if __name__ == "__main__":
+    main()

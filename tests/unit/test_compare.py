@@ -1,0 +1,160 @@
+"""`python -m recipes.compare`: the table, plot and report agree with the runs' summaries."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasoning import AlwaysTarget, LoopConfig, Pipeline, Problem, ScriptedGenerator, ThresholdPolicy
+from reasoning.judges import ScriptedJudge
+from recipes.compare import main, pareto_front
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 4
+# The draft gets p1 and p3 wrong from its second step on; the judge doubts those steps a little.
+DRAFT = {f"p{i}": f"Draft one for {i}.\n\nSo it is {i + (i % 2)}.\n\nThe answer is \\boxed{{{i + (i % 2)}}}."
+         for i in range(N)}
+TARGET = {f"p{i}": f"Target one for {i}.\n\nSo it is {i}.\n\nThe answer is \\boxed{{{i}}}." for i in range(N)}
+SCORES = {"p1": [0.9, 0.5, 0.5], "p3": [0.9, 0.6, 0.6]}
+PROBLEMS = [Problem(f"p{i}", f"What is {i}?", str(i)) for i in range(N)]
+
+
+def make_run(out: Path, threshold: float | None, budget: int = 256) -> dict:
+    policy = AlwaysTarget() if threshold is None else ThresholdPolicy(threshold)
+    pipe = Pipeline(draft=ScriptedGenerator("draft", DRAFT), target=ScriptedGenerator("target", TARGET),
+                    judge=ScriptedJudge(SCORES, default=0.9), policy=policy,
+                    loop=LoopConfig(token_budget=budget))
+    cfg = {"policy": {"_target_": type(policy).__name__, "threshold": threshold},
+           "loop": {"token_budget": budget}}
+    return pipe.run(PROBLEMS, out_dir=out, config=cfg).summary
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A sweep folder of two runs (the second with its target-only baseline) and a run cut by its budget."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = {"low": root / "sweep" / "0", "high": root / "sweep" / "1",
+            "base": root / "sweep" / "1" / "baseline-target-only", "short": root / "short"}
+    summaries = {"low": make_run(dirs["low"], 0.3), "high": make_run(dirs["high"], 0.7),
+                 "base": make_run(dirs["base"], None), "short": make_run(dirs["short"], 0.7, budget=6)}
+    assert summaries["low"]["accuracy"] < summaries["high"]["accuracy"]  # the runs differ
+    assert summaries["short"]["stop_reasons"].get("token_budget")
+    return root, dirs, summaries
+
+
+def compare(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recipes.compare", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def parse_report(md: str) -> tuple[dict[str, dict[str, str]], dict[str, Path]]:
+    """The report's table as {label: {column: cell}} and its run list as {label: folder}."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| run |"))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+        rows[cells[0]] = dict(zip(head, cells))
+    where = {m.group(1): Path(m.group(2)) for m in re.finditer(r"^- `([^`]+)`: `([^`]+)`", md, re.M)}
+    return rows, where
+
+
+def close(cell: str, value: float, digits: int) -> bool:
+    return abs(float(cell) - value) <= 0.5 * 10 ** -digits + 1e-9
+
+
+def check_row(row: dict[str, str], s: dict, base_wall: float | None) -> None:
+    assert int(row["problems"]) == s["problems"]
+    pct, correct, graded = re.fullmatch(r"([\d.]+)% \((\d+)/(\d+)\)", row["accuracy"]).groups()
+    assert close(pct, 100 * s["accuracy"], 1) and (int(correct), int(graded)) == (s["correct"], s["graded"])
+    lo, hi = re.fullmatch(r"([\d.]+)-([\d.]+)%", row["95% CI"]).groups()
+    assert close(lo, 100 * s["accuracy_ci95"][0], 1) and close(hi, 100 * s["accuracy_ci95"][1], 1)
+    assert close(row["steps/problem"], s["mean_steps"], 1)
+    assert close(row["target steps"].rstrip("%"), 100 * s["target_step_share"], 1)
+    tok = s["tokens"]
+    assert (int(row["draft tok"]), int(row["target tok"])) == (tok["draft"], tok["target"])
+    assert close(row["target tok share"].rstrip("%"), 100 * tok["target"] / (tok["draft"] + tok["target"]), 1)
+    wall = s["wall_seconds"]
+    assert close(row["wall s"], wall, 1 if wall >= 1 else 2)
+    assert close(row["speed-up"].rstrip("x"), base_wall / wall, 2)
+    assert close(row["s/problem"], s["seconds_per_problem"]["mean"], 2)
+
+
+def test_compare_writes_a_plot_and_a_report_whose_numbers_are_the_summaries(runs, tmp_path):
+    root, dirs, summaries = runs
+    out = tmp_path / "report"
+    p = compare(root / "sweep", dirs["short"], "--out", out)
+    assert p.returncode == 0, p.stderr
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "compare.png").stat().st_size > 10_000
+    assert "<svg" in (out / "compare.svg").read_text()[:2000]
+    md = (out / "compare.md").read_text()
+    assert "![" in md and "(compare.png)" in md
+    rows, where = parse_report(md)
+    assert set(rows) == set(where) and len(rows) == 4
+    by_dir = {d.resolve(): k for k, d in dirs.items()}
+    labels = {by_dir[d.resolve()]: label for label, d in where.items()}
+    assert set(labels) == set(dirs)
+    # Numbers: each row is its run's summary; speed-ups against the target-only baseline.
+    base_wall = summaries["base"]["wall_seconds"]
+    for key, label in labels.items():
+        on_disk = json.loads((dirs[key] / "summary.json").read_text())
+        assert on_disk["wall_seconds"] == summaries[key]["wall_seconds"]
+        check_row(rows[label], on_disk, base_wall)
+    assert rows[labels["base"]]["speed-up"] == "1.00x"
+    # Labels: the knob that differs, the baseline by its kind.
+    assert "policy.threshold=0.3" in labels["low"] and "policy.threshold=0.7" in labels["high"]
+    assert labels["base"].startswith("target-only") and "policy.threshold" not in labels["base"]
+    # The run cut by its token budget is warned about, and only it.
+    warnings = [ln for ln in md.splitlines() if ln.startswith("- **Warning**")]
+    budget = [w for w in warnings if "token budget" in w]
+    assert len(budget) == 1 and labels["short"] in budget[0]
+    # The terminal shows the same table.
+    assert all(label in p.stdout for label in labels.values()) and "token budget" in p.stdout
+
+
+def test_baseline_option_sets_what_speed_ups_are_against(runs, tmp_path):
+    root, dirs, summaries = runs
+    out = tmp_path / "r"
+    p = compare(dirs["low"], dirs["high"], "--baseline", dirs["low"], "--out", out)
+    assert p.returncode == 0, p.stderr
+    rows, where = parse_report((out / "compare.md").read_text())
+    assert len(rows) == 3  # low, high and high's baseline subfolder
+    for label, d in where.items():
+        key = {v.resolve(): k for k, v in dirs.items()}[d.resolve()]
+        check_row(rows[label], summaries[key], summaries["low"]["wall_seconds"])
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda t: t / "missing", "no such folder"),
+    (lambda t: t, "no summary.json here and no run folders inside"),
+    (lambda t: (t / "summary.json").write_text("{not json") and t, "not a readable summary"),
+    (lambda t: (t / "summary.json").write_text('{"a": 1}') and t, "not a stepspec run summary"),
+])
+def test_bad_folders_exit_2_with_one_line(tmp_path, capsys, make, needle):
+    path = make(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([str(path), "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and str(path) in err[0]
+
+
+def test_missing_out_is_one_line_too(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path)])
+    assert e.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    pts = [(10.0, 60.0), (5.0, 60.0), (20.0, 80.0), (15.0, 70.0), (30.0, 75.0)]
+    assert pareto_front(pts) == [1, 3, 2]
