@@ -1,9 +1,12 @@
-"""Run any generator in a process of its own and talk to it over a pipe.
+"""Run any generator in a process of its own and talk to it over a local socket.
 
 This is the default way to put two vLLM engines on one machine (vLLM promises one engine per
-process): each :class:`WorkerGenerator` starts a fresh ``spawn`` process, sets its environment
-(``CUDA_VISIBLE_DEVICES`` and anything else) before anything is imported there, builds the
-generator from a Hydra-style spec and then serves ``generate`` calls until it is closed.
+process): each :class:`WorkerGenerator` starts a fresh Python process
+(``python -m reasoning.backends.worker``) with its environment (``CUDA_VISIBLE_DEVICES`` and
+anything else) set before anything is imported there, builds the generator from a Hydra-style
+spec and then serves ``generate`` calls until it is closed. The child is started as a new
+program, not with ``multiprocessing``'s spawn, so it never re-imports the caller's main module:
+a plain script needs no ``if __name__ == "__main__":`` guard.
 
 The spec is a plain dict: ``{"_target_": "reasoning.backends.vllm.VLLMGenerator",
 "model": "smollm2-135m", ...}``; nested dicts with a ``_target_`` are built first, as Hydra
@@ -15,13 +18,16 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
-import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
 from typing import Any
 
 from reasoning.types import Completion, GenerationRequest, Segment
@@ -132,6 +138,64 @@ def _child(conn: Any, spec: dict[str, Any], env: dict[str, str]) -> None:
         conn.close()
 
 
+class _Child:
+    """A ``subprocess.Popen`` with the parts of ``multiprocessing.Process``'s API we use."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._p = popen
+
+    @property
+    def pid(self) -> int:
+        return self._p.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._p.poll()
+
+    def is_alive(self) -> bool:
+        return self._p.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self._p.terminate()
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self._p.kill()
+
+
+def _accept(listener: Listener, child: _Child, timeout_s: float) -> Connection | None:
+    """Wait for the child to connect; None if it died or the time ran out."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["conn"] = listener.accept()
+        except (OSError, EOFError) as e:  # closed below, or a bad handshake
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + timeout_s
+    while t.is_alive() and child.is_alive() and time.monotonic() < deadline:
+        t.join(0.2)
+    if t.is_alive():
+        listener.close()
+        t.join(5)
+    return box.get("conn")
+
+
+def _package_root() -> str:
+    """The folder holding the ``reasoning`` package, so the child imports the same code."""
+    return str(Path(__file__).resolve().parents[2])
+
+
 class WorkerGenerator:
     """A :class:`reasoning.protocols.Generator` whose model lives in a child process.
 
@@ -147,8 +211,6 @@ class WorkerGenerator:
         request_timeout_s: Most seconds one ``generate`` call may take (None: no limit). A call
             that runs over stops the worker, whose state can no longer be trusted.
     """
-
-    _env_lock = threading.Lock()
 
     def __init__(
         self,
@@ -169,28 +231,30 @@ class WorkerGenerator:
         if devices is not None:
             child_env["CUDA_VISIBLE_DEVICES"] = str(devices)
         self._target = str(spec["_target_"])
-        ctx = mp.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe(duplex=True)
-        # Not a daemon: a daemonic process may not start children, and vLLM's engine core
-        # runs in a child of its own on GPUs. close() (also at exit) ends it.
-        self._proc = ctx.Process(target=_child, args=(child_conn, spec, child_env),
-                                 name=f"stepspec-worker-{name or self._target.rsplit('.', 1)[-1]}")
         self._closed = False
         t0 = time.perf_counter()
-        # A spawned child inherits os.environ as it is at start(): set the child's variables
-        # there too, so they hold even while the child re-imports the parent's main module.
-        with WorkerGenerator._env_lock:
-            saved = {k: os.environ.get(k) for k in child_env}
-            os.environ.update(child_env)
-            try:
-                self._proc.start()
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-        child_conn.close()
+        authkey = os.urandom(16)
+        listener = Listener(family="AF_UNIX", authkey=authkey)
+        env = dict(os.environ)
+        env.update(child_env)
+        env["STEPSPEC_WORKER_AUTHKEY"] = authkey.hex()
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+        # Not a daemon: vLLM's engine core runs in a child of its own on GPUs. close() (also at
+        # exit) ends it.
+        popen = subprocess.Popen([sys.executable, "-m", "reasoning.backends.worker", str(listener.address)],
+                                 env=env, stdin=subprocess.DEVNULL)
+        self._proc = _Child(popen)
+        conn = _accept(listener, self._proc, start_timeout_s)
+        listener.close()
+        if conn is None:
+            self._proc.terminate()
+            self._proc.join(10)
+            self._proc.kill()
+            raise RuntimeError(f"worker for {self._target} (pid {self.pid}) did not connect within "
+                               f"{start_timeout_s} s (exit code {self._proc.exitcode}); see its output above")
+        self._conn = conn
+        # The child imports with the parent's sys.path, as multiprocessing's spawn would.
+        self._conn.send((spec, child_env, list(sys.path)))
         atexit.register(self.close)
         try:
             kind, payload = self._recv(start_timeout_s, "start")
@@ -335,3 +399,16 @@ class WorkerGenerator:
     def __repr__(self) -> str:
         name = getattr(self, "name", None)
         return f"WorkerGenerator(name={name!r}, target={self._target!r}, pid={self.pid})"
+
+
+def _main(argv: Sequence[str]) -> None:
+    """Entry point of the worker process: connect back, receive the spec, serve."""
+    key = bytes.fromhex(os.environ.pop("STEPSPEC_WORKER_AUTHKEY"))
+    conn = Client(argv[1], family="AF_UNIX", authkey=key)
+    spec, env, path = conn.recv()
+    sys.path[:] = list(path) + [p for p in sys.path if p not in path]
+    _child(conn, spec, env)
+
+
+if __name__ == "__main__":
+    _main(sys.argv)
