@@ -89,7 +89,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(seed, reference, tmp_pa
 def test_sigterm_and_ctrl_c_stop_cleanly_and_say_how_to_resume(sig, code, word, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(cmd(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)
+    traces = out / "traces.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (traces.exists() and traces.read_text().count("\n") >= 2):
+        time.sleep(0.1)  # wait until the run is under way (a loaded machine starts slowly)
     assert proc.poll() is None
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
