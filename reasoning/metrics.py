@@ -49,7 +49,10 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     ``accepted_steps``, ``draft_acceptance``, ``tokens`` (generated, per model),
     ``prompt_tokens`` (prefilled, per model), ``kept_tokens``, ``seconds`` (per model and
     judge, summed over steps), ``seconds_per_problem`` (mean, p50, p90), ``wall_seconds``,
-    ``stop_reasons``, ``errors``.
+    ``stop_reasons``, ``token_budget_share`` (share of problems stopped by the budget),
+    ``judge_calls`` (drafted steps the judge scored), ``errors``, and, when problems carry
+    ``subject`` or ``level`` in their meta (MATH), ``by_subject`` / ``by_level``:
+    ``{value: {"problems", "correct", "accuracy"}}``.
     """
     n = len(traces)
     graded = [t for t in traces if t.correct is not None]
@@ -88,7 +91,33 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
         "stop_reasons": dict(sorted(Counter(t.stop_reason.value for t in traces).items())),
         "grade_notes": dict(sorted(Counter(t.grade_note for t in traces if t.grade_note).items())),
         "errors": sum(1 for t in traces if t.error),
+        "token_budget_share": (sum(1 for t in traces if t.stop_reason.value == "token_budget") / n
+                               if n else 0.0),
+        "judge_calls": sum(1 for s in steps if s.score is not None),
+        **{f"by_{key}": b for key in ("subject", "level") if (b := breakdown(traces, key))},
     }
+
+
+def breakdown(traces: Sequence[Trace], key: str) -> dict[str, dict[str, Any]]:
+    """Accuracy per value of ``meta[key]`` (e.g. MATH subject or level); {} if no trace has it.
+
+    >>> from reasoning.types import StopReason
+    >>> ts = [Trace(str(i), "q", "1", (), StopReason.ANSWER, "", correct=c, meta={"level": lv})
+    ...       for i, (c, lv) in enumerate([(True, 1), (False, 1), (True, 2)])]
+    >>> breakdown(ts, "level")
+    {'1': {'problems': 2, 'correct': 1, 'accuracy': 0.5}, '2': {'problems': 1, 'correct': 1, 'accuracy': 1.0}}
+    """
+    groups: dict[str, list[Trace]] = {}
+    for t in traces:
+        if key in t.meta:
+            groups.setdefault(str(t.meta[key]), []).append(t)
+    out = {}
+    for value in sorted(groups):
+        graded = [t for t in groups[value] if t.correct is not None]
+        correct = sum(1 for t in graded if t.correct)
+        out[value] = {"problems": len(groups[value]), "correct": correct,
+                      "accuracy": correct / len(graded) if graded else None}
+    return out
 
 
 def target_token_share(summary: dict[str, Any]) -> float | None:

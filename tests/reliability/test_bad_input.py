@@ -56,6 +56,10 @@ CASES = [
      "/no/such/model"),
     ("constant-judge-out-of-range", lambda t: ["recipe=smoke", "judge=constant", "judge.value=2"],
      "judge.value must be in [0, 1]"),
+    ("router-path-unset", lambda t: ["recipe=smoke", "judge=arbitrage"], "judge.path has no value"),
+    ("router-file-wrong-kind", lambda t: ["recipe=smoke", "judge=arbitrage", "judge.path=" + write(
+        t, "router.json", '{"format": "something-else"}')], "router"),
+    ("model-unset", lambda t: ["recipe=smoke", "draft=vllm"], "draft.model has no value"),
     ("bad-override-syntax", lambda t: ["recipe=smoke", "policy.threshold=[1"], "policy.threshold"),
 ]
 

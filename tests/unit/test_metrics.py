@@ -57,3 +57,22 @@ def test_wilson_interval_brackets_the_rate():
     for k, n in [(0, 5), (3, 5), (5, 5), (50, 100)]:
         lo, hi = wilson_interval(k, n)
         assert 0 <= lo <= k / n <= hi <= 1
+
+
+def test_budget_share_judge_calls_and_math_breakdowns():
+    def tr(i, stop, correct, subject, level, score=None):
+        st = StepRecord(index=0, route=D, decision=A, kept=D, text="x", score=score,
+                        finish_reason=FinishReason.STOP)
+        return Trace(str(i), "q", "1", (st,), stop, "x", correct=correct,
+                     meta={"subject": subject, "level": level})
+
+    ts = [tr(0, StopReason.ANSWER, True, "Algebra", 1, 0.9),
+          tr(1, StopReason.TOKEN_BUDGET, False, "Algebra", 2),
+          tr(2, StopReason.ANSWER, True, "Geometry", 2, 0.4),
+          tr(3, StopReason.TOKEN_BUDGET, None, "Geometry", 2)]
+    s = summarize(ts)
+    assert s["token_budget_share"] == 0.5 and s["judge_calls"] == 2
+    assert s["by_subject"] == {"Algebra": {"problems": 2, "correct": 1, "accuracy": 0.5},
+                               "Geometry": {"problems": 2, "correct": 1, "accuracy": 1.0}}
+    assert s["by_level"]["2"] == {"problems": 3, "correct": 1, "accuracy": 0.5}
+    assert "by_subject" not in summarize([Trace("x", "q", "1", (), StopReason.EOS, "")])

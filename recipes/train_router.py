@@ -1,0 +1,120 @@
+"""Train a router on rows collected by ``recipes.collect_router_data`` (train problems only).
+
+    python -m recipes.train_router runs/router-data/gsm8k-train --out runs/router/lightweight
+    python -m recipes.train_router runs/router-data/gsm8k-train --kind seq-classification \\
+        --base-model smollm2-135m --out runs/router/seq --epochs 1 --max-length 384
+    python -m recipes.evaluate recipe=arbitrage judge.path=runs/router/lightweight
+
+``lightweight`` (the default) fits a logistic regression and gradient boosting on the draft's
+cheap features and keeps the better by held-out ROC-AUC; ``seq-classification`` fine-tunes a
+transformers model on the annotated history and the drafted step. Held-out problems (not
+rows) give ROC-AUC, accuracy and the Spearman correlation of the router's P with the
+advantage. The router folder holds ``router.json`` (kind, format version, features, metrics)
+and the model; :class:`routers.judge.RouterJudge` (``judge=arbitrage``) loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from reasoning.errors import UserError
+from recipes import _cli
+
+log = logging.getLogger("recipes.train_router")
+
+_USAGE = "python -m recipes.train_router DATA... --out DIR [--kind lightweight|seq-classification]"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        _cli.fail(f"{message} (usage: {_USAGE})")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="python -m recipes.train_router", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", nargs="+", help="collection folders (holding steps.jsonl) or steps.jsonl files")
+    p.add_argument("--out", required=True, help="the router folder to write")
+    p.add_argument("--kind", default="lightweight", choices=["lightweight", "seq-classification"])
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="label 1 (send to the target) when target score - draft score > margin")
+    p.add_argument("--average-samples", action="store_true",
+                   help="compare the draft with the mean score of all target samples of a step")
+    p.add_argument("--no-balance", action="store_true", help="do not down-sample the majority class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.25, help="share of problems held out")
+    g = p.add_argument_group("seq-classification")
+    g.add_argument("--base-model", default="smollm2-135m", help="short name, local folder or hub id")
+    g.add_argument("--epochs", type=int, default=1)
+    g.add_argument("--max-steps", type=int, default=None)
+    g.add_argument("--lr", type=float, default=5e-5)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--max-length", type=int, default=512)
+    g.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from routers.train import load_rows, train_lightweight, train_seq_router
+
+    if not 0.0 <= args.test_fraction < 1.0:
+        raise UserError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
+    rows = load_rows(args.data)
+    kw = dict(margin=args.margin, average_samples=args.average_samples, balance_classes=not args.no_balance,
+              seed=args.seed, test_fraction=args.test_fraction)
+    if args.kind == "lightweight":
+        try:
+            router = train_lightweight(rows, **kw)
+        except ImportError as e:
+            raise UserError(f"the lightweight router needs scikit-learn: pip install -e '.[router]' "
+                            f"({e})") from None
+        router.meta["data"] = [str(d) for d in args.data]
+        router.save(args.out)
+        meta = router.meta
+        for name, m in meta["candidates"].items():
+            print(f"{name:>9}: held-out ROC-AUC {_fmt(m['roc_auc'])}, accuracy {_fmt(m['accuracy'])}, "
+                  f"Spearman {_fmt(m['spearman'])}")
+        cost = meta["cost_ms"]
+        print(f"kept {meta['model']} ({meta['selected_by']}); {cost.get('single_ms')} ms per decision alone, "
+              f"{cost.get('batch64_ms')} ms in a batch of 64")
+    else:
+        try:
+            meta = train_seq_router(rows, args.base_model, args.out, epochs=args.epochs,
+                                    max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+                                    max_length=args.max_length, device=args.device, **kw)
+        except ImportError as e:
+            raise UserError(f"the seq-classification router needs torch and transformers: pip install -e "
+                            f"'.[hf]' ({e})") from None
+        m = meta["heldout"]
+        print(f"seq-classification ({meta['steps']} steps): held-out ROC-AUC {_fmt(m['roc_auc'])}, "
+              f"accuracy {_fmt(m['accuracy'])}, Spearman {_fmt(m['spearman'])}")
+    t = meta["train"]
+    print(f"trained on {t['rows']} rows of {t['problems']} problems ({t['positives']} where the target is "
+          f"better), held out {meta['heldout']['rows']} rows of {len(meta['heldout_problems'])} problems")
+    print(f"router: {args.out} (python -m recipes.evaluate recipe=arbitrage judge.path={args.out})")
+    log.debug("router.json: %s", json.dumps(meta))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (``python -m recipes.train_router``)."""
+    _cli.quiet_third_party_logs()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        code = run(args)
+    except UserError as e:
+        _cli.fail(str(e))
+    if code:
+        raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""Routers: features, labels and balancing on hand-built rows; the lightweight router learns a known
+rule; saved routers reload as judges (RouterJudge) and refuse what they cannot read; the live
+oracle (OracleJudge); a sequence-classification router trained a few steps on a tiny random model."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasoning import (
+    BlankLineSegmenter,
+    Completion,
+    FinishReason,
+    JudgeRequest,
+    LoopConfig,
+    Problem,
+    Route,
+    ScriptedGenerator,
+    StepLoop,
+    ThresholdPolicy,
+)
+from reasoning.errors import UserError
+from reasoning.judges import CallableJudge
+from reasoning.loop import judge_logprobs
+from reasoning.protocols import Judge
+from reasoning.types import ChatMessage, Segment
+from routers.features import (
+    FEATURES,
+    LOGPROB_FLOOR,
+    feature_vector,
+    row_features,
+    row_text,
+    step_features,
+    token_entropy,
+)
+from routers.labels import balance, class_counts, label, labels, row_advantage
+from routers.train import (
+    META,
+    evaluate,
+    read_meta,
+    roc_auc,
+    spearman,
+    split_by_problem,
+    train_lightweight,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG = math.log
+sklearn = pytest.importorskip("sklearn")
+
+
+# -- features -------------------------------------------------------------------------------------
+def test_step_features_are_exact():
+    tops = ({"a": LOG(0.5), "b": LOG(0.25), "c": LOG(0.25)}, {"x": 0.0})
+    step = Completion("a x y", (1, 2, 3), FinishReason.STOP, logprobs=(LOG(0.5), 0.0, -math.inf),
+                      top_logprobs=tops)
+    f = step_features(step, step_index=4, problem_chars=123)
+    assert list(f) == list(FEATURES)
+    assert f["mean_logprob"] == pytest.approx((LOG(0.5) + 0.0 + LOGPROB_FLOOR) / 3)
+    assert f["min_logprob"] == LOGPROB_FLOOR  # -inf floored: features stay finite
+    assert f["first_token_entropy"] == pytest.approx(1.5 * LOG(2))  # H(1/2, 1/4, 1/4)
+    assert (f["step_tokens"], f["step_index"], f["problem_chars"]) == (3.0, 4.0, 123.0)
+    # Only the k best alternatives count, renormalised: k = 2 -> (2/3, 1/3).
+    k2 = step_features(step, 4, 123, top_logprobs=2)["first_token_entropy"]
+    assert k2 == pytest.approx(-(2 / 3) * LOG(2 / 3) - (1 / 3) * LOG(1 / 3))
+    assert token_entropy({"only": -0.1}) == 0.0
+
+
+def test_an_empty_step_and_missing_logprobs():
+    empty = Completion("", (), FinishReason.EOS, logprobs=(), top_logprobs=())
+    f = step_features(empty, 0, 5)
+    assert (f["mean_logprob"], f["min_logprob"], f["first_token_entropy"], f["step_tokens"]) == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match="logprobs"):
+        step_features(Completion("a", (1,), FinishReason.STOP), 0, 5)
+
+
+def test_row_features_follow_the_named_order_and_refuse_gaps():
+    row = {"features": {n: float(i) for i, n in enumerate(FEATURES)}}
+    assert row_features(row) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert row_features(row, ["step_index", "mean_logprob"]) == [4.0, 0.0]
+    with pytest.raises(ValueError, match="'nope' is missing"):
+        feature_vector(row["features"], ["nope"])
+    with pytest.raises(ValueError, match="finite"):
+        feature_vector({"a": math.nan}, ["a"])
+
+
+def test_router_text_marks_who_wrote_each_step_and_ends_with_the_draft():
+    row = {"question": " 2 + 2? ", "draft_step": "So 5.\n\n",
+           "history": [{"source": "target", "text": "Add.\n\n"},
+                       {"source": "draft", "text": "Two and two.\n\n"}]}
+    assert row_text(row) == ("Problem: 2 + 2?\n\n[target] Add.\n\n[draft] Two and two.\n\n"
+                             "[draft step to judge] So 5.")
+
+
+# -- labels ---------------------------------------------------------------------------------------
+ROWS = [  # dyadic scores: every difference is exact
+    {"problem_id": "p", "step_index": 0, "draft_score": 0.25, "target_score": 0.75,
+     "target_scores": [0.75, 0.25]},
+    {"problem_id": "p", "step_index": 1, "draft_score": 0.5, "target_score": 0.5,
+     "target_scores": [0.5, 1.0]},
+    {"problem_id": "q", "step_index": 0, "draft_score": 0.75, "target_score": 0.5},
+    {"problem_id": "q", "step_index": 1, "draft_score": 0.0, "target_score": 0.125},
+]
+
+
+def test_labels_are_advantage_above_the_margin():
+    assert [row_advantage(r) for r in ROWS] == [0.5, 0.0, -0.25, 0.125]
+    assert labels(ROWS) == [1, 0, 0, 1]
+    assert labels(ROWS, margin=0.125) == [1, 0, 0, 0]  # equal to the margin: not above it
+    assert labels(ROWS, margin=-0.25) == [1, 1, 0, 1]
+    # Averaging the target samples: (0.75 + 0.25) / 2 - 0.25 = 0.25; (0.5 + 1.0) / 2 - 0.5 = 0.25.
+    assert [row_advantage(r, average_samples=True) for r in ROWS] == [0.25, 0.25, -0.25, 0.125]
+    assert labels(ROWS, margin=0.2, average_samples=True) == [1, 1, 0, 0]
+    assert label(0.0) == 0 and label(1e-12) == 1
+    with pytest.raises(ValueError, match="lacks 'target_score'"):
+        row_advantage({"draft_score": 0.5})
+
+
+def test_balance_down_samples_the_majority_with_a_seed():
+    ys = [0, 1, 0, 0, 0, 1, 0, 0]
+    kept = balance(ys, seed=3)
+    assert kept == [1, 2, 5, 6]  # both positives, two negatives drawn with random.Random(3)
+    assert class_counts([ys[i] for i in kept]) == (2, 2)
+    assert kept == balance(ys, seed=3)
+    seeds = {tuple(balance(ys, seed=s)) for s in range(20)}
+    assert len(seeds) > 1  # the seed picks which majority rows stay
+    assert balance([1, 1, 0, 0]) == [0, 1, 2, 3] and balance([1, 1]) == [0, 1]
+    assert balance([1, 0, 1, 1], seed=0) == [1, 2]  # the one negative and a positive drawn by the seed
+
+
+def test_split_is_by_problem():
+    rows = [{"problem_id": f"p{i % 7}"} for i in range(40)]
+    train, test = split_by_problem(rows, 0.3, seed=2)
+    assert sorted(train + test) == list(range(40))
+    assert not {rows[i]["problem_id"] for i in train} & {rows[i]["problem_id"] for i in test}
+    assert len({rows[i]["problem_id"] for i in test}) == 2  # round(0.3 * 7)
+    assert (train, test) == split_by_problem(rows, 0.3, seed=2)
+
+
+def test_metrics_against_hand_values_and_scipy():
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) == 0.875  # one tie counts half
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from sklearn.metrics import roc_auc_score
+
+    rng = random.Random(0)
+    x = [rng.choice([0.1, 0.2, 0.3, rng.random()]) for _ in range(50)]
+    y = [a + rng.gauss(0, 0.2) for a in x]
+    ys = [int(b > 0.3) for b in y]
+    assert spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-9)
+    assert roc_auc(ys, x) == pytest.approx(roc_auc_score(ys, x), abs=1e-9)
+    assert evaluate([], [], []) == {"rows": 0, "positives": 0, "roc_auc": None, "accuracy": None,
+                                    "spearman": None}
+
+
+# -- the lightweight router -----------------------------------------------------------------------
+def synthetic_rows(problems=60, steps=6, seed=0, k=5):
+    """Rows whose label is known: the target is better exactly where the draft was unsure
+    (advantage = 0.3 * (-mean_logprob - 1.5) + small noise); the other features are noise."""
+    rng = random.Random(seed)
+    rows = []
+    for p in range(problems):
+        for i in range(steps):
+            m = rng.uniform(-3.0, 0.0)
+            adv = 0.3 * (-m - 1.5) + rng.gauss(0, 0.05)
+            rows.append({"problem_id": f"gsm8k-train-{p}", "step_index": i, "question": "q" * (20 + p),
+                         "history": [], "draft_step": "x", "target_step": "y",
+                         "draft_score": 0.5 - adv / 2, "target_score": 0.5 + adv / 2, "advantage": adv,
+                         "features": {"mean_logprob": m, "min_logprob": m - rng.uniform(0, 2),
+                                      "first_token_entropy": rng.uniform(0, 1),
+                                      "step_tokens": rng.randint(5, 50), "step_index": i,
+                                      "problem_chars": 20 + p},
+                         "top_logprobs": k, "problem_steps": steps})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train_lightweight(synthetic_rows(), seed=0)
+
+
+def test_the_lightweight_router_beats_a_constant_on_held_out_problems(trained):
+    m = trained.meta
+    held = m["heldout"]
+    majority = max(held["positives"], held["rows"] - held["positives"]) / held["rows"]
+    assert held["roc_auc"] > 0.95  # a constant scores 0.5
+    assert held["accuracy"] > majority + 0.2
+    assert held["spearman"] > 0.8
+    assert m["model"] in ("logistic", "gboost") and set(m["candidates"]) == {"logistic", "gboost"}
+    assert m["candidates"][m["model"]]["roc_auc"] == max(c["roc_auc"] for c in m["candidates"].values())
+    assert m["train"]["positives"] * 2 == m["train"]["rows"]  # balanced
+    assert m["feature_names"] == list(FEATURES) and m["top_logprobs"] == 5
+    assert m["cost_ms"]["single_ms"] < 1.0 and m["cost_ms"]["batch64_ms"] < 1.0
+    # The router learned the rule's direction: an unsure draft is sent to the target.
+    sure, unsure = ([m_, -0.5, 0.5, 10, 1, 40] for m_ in (-0.1, -2.9))
+    p_sure, p_unsure = trained.predict([sure, unsure])
+    assert p_sure < 0.2 < 0.8 < p_unsure
+
+
+@pytest.mark.parametrize("name", ["logistic", "gboost"])
+def test_predict_matches_scikit_learn(name):
+    import numpy as np
+
+    rows = synthetic_rows(problems=20)
+    router = train_lightweight(rows, candidates=(name,), test_fraction=0.0)
+    X = [row_features(r) for r in rows]
+    want = router.model.predict_proba(np.asarray(X))[:, 1]
+    assert router.predict(X) == pytest.approx(list(want), abs=1e-12)
+
+
+def test_training_refuses_test_rows_and_a_single_class():
+    rows = synthetic_rows(problems=4)
+    rows[0] = dict(rows[0], problem_id="gsm8k-test-0")
+    with pytest.raises(UserError, match="train splits only"):
+        train_lightweight(rows)
+    same = [dict(r, draft_score=0.5, target_score=0.5) for r in synthetic_rows(problems=4)]
+    with pytest.raises(UserError, match="one class only"):
+        train_lightweight(same)
+
+
+def jreq(logprob: float, index: int = 1, question: str = "q" * 40, top=None) -> JudgeRequest:
+    n = 10
+    step = Completion("step", tuple(range(n)), FinishReason.STOP, logprobs=(logprob,) * n,
+                      top_logprobs=top if top is not None else ({"a": logprob},) * n)
+    return JudgeRequest(Problem("p", question), (), (), step, index)
+
+
+def test_save_reload_and_score_round_trip(trained, tmp_path):
+    from routers.judge import RouterJudge
+
+    folder = trained.save(tmp_path / "router")
+    meta = json.loads((folder / META).read_text())
+    assert (meta["format"], meta["version"], meta["kind"]) == ("stepspec-router", 1, "lightweight")
+    assert (folder / meta["model_file"]).is_file()
+    judge = RouterJudge(str(folder))
+    assert isinstance(judge, Judge) and judge.needs_logprobs == 5 and judge_logprobs(judge) == 5
+    reqs = [jreq(-0.1), jreq(-2.9), jreq(-1.5, index=0)]
+    ps = judge.probabilities(reqs)
+    want = trained.predict([[step_features(r.step, r.step_index, 40, 5)[n] for n in FEATURES] for r in reqs])
+    assert ps == pytest.approx(want, abs=1e-12)
+    assert judge.score(reqs) == pytest.approx([1 - p for p in ps], abs=1e-12)
+    assert judge.score([]) == []
+    # The router.json file names the router as well as its folder.
+    assert RouterJudge(str(folder / META)).probabilities(reqs) == ps
+    # score = 1 - P: ThresholdPolicy(threshold=1 - tau) escalates exactly when P > tau.
+    tau = 0.5
+    policy = ThresholdPolicy(threshold=1 - tau)
+    from reasoning.protocols import StepContext
+
+    ctx = StepContext(1, 0, 100, 0)
+    decisions = [policy.decide(s, ctx).value for s in judge.score(reqs)]
+    assert decisions == ["reject" if p > tau else "accept" for p in ps] and "reject" in decisions
+    with pytest.raises(ValueError, match="top 5 logprobs"):
+        judge.score([JudgeRequest(Problem("p", "q"), (), (),
+                                  Completion("a", (1,), FinishReason.STOP, logprobs=(0.0,)), 0)])
+
+
+def test_a_router_judge_in_the_loop_sends_unsure_drafts_to_the_target(trained, tmp_path):
+    from routers.judge import RouterJudge
+
+    judge = RouterJudge(str(trained.save(tmp_path / "r")))
+    script = "One step here.\n\nAnother step.\n\nThe answer is \\boxed{1}."
+    draft = ScriptedGenerator("draft", {"sure": script, "unsure": script},
+                              token_prob={"sure": 0.95, "unsure": 0.05})
+    target = ScriptedGenerator("target", {"sure": script, "unsure": script})
+    loop = StepLoop(draft, target, judge, ThresholdPolicy(0.5), BlankLineSegmenter(), config=LoopConfig())
+    traces = {t.problem_id: t for t in loop.run([Problem("sure", "q" * 40), Problem("unsure", "q" * 40)])}
+    assert {s.kept for s in traces["sure"].steps} == {Route.DRAFT}
+    assert {s.kept for s in traces["unsure"].steps} == {Route.TARGET}
+    assert {r.params.logprobs for r in draft.requests} == {5}  # the k the router was trained with
+
+
+def test_router_judge_errors_are_one_line(trained, tmp_path):
+    from routers.judge import RouterJudge
+
+    folder = trained.save(tmp_path / "r")
+    meta = json.loads((folder / META).read_text())
+
+    def broken(**change):
+        d = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        d.mkdir()
+        (d / "model.joblib").write_bytes((folder / "model.joblib").read_bytes())
+        (d / META).write_text(json.dumps({**meta, **change}))
+        return str(d)
+
+    cases = [
+        (str(tmp_path / "missing"), "no such folder"),
+        (str(tmp_path), "no router.json in it"),
+        (broken(kind="forest"), "kind 'forest'; expected one of lightweight, seq-classification"),
+        (broken(version=2), "format version 2; this stepspec reads version 1"),
+        (broken(format="other"), "not a stepspec router"),
+        (broken(feature_names=["mean_logprob", "secret"]), "names features"),
+        (broken(model_file="gone.joblib"), "model file gone.joblib is missing"),
+    ]
+    for path, message in cases:
+        with pytest.raises(UserError, match=message) as e:
+            RouterJudge(path)
+        assert "\n" not in str(e.value)
+    (Path(broken()) / "model.joblib").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="does not load"):
+        RouterJudge(str(tmp_path / f"b{len(list(tmp_path.iterdir())) - 1}"))
+    assert read_meta(folder)[1]["kind"] == "lightweight"
+
+
+def test_train_router_cli_writes_a_router(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows(problems=30)))
+    out = tmp_path / "router"
+    p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(data), "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "held-out ROC-AUC" in p.stdout and "ms per decision" in p.stdout
+    assert read_meta(out)[1]["data"] == [str(data)]
+    p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(tmp_path / "nothing"), "--out",
+                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no router data" in p.stderr
+
+
+# -- the live oracle ------------------------------------------------------------------------------
+CHAT = (ChatMessage("user", "2 + 2?"),)
+
+
+def oreq(text: str, index: int = 0, pid: str = "p") -> JudgeRequest:
+    return JudgeRequest(Problem(pid, "2 + 2?"), CHAT, (Segment("Add.\n\n", "draft"),),
+                        Completion(text, (1,), FinishReason.STOP, logprobs=(0.0,)), index)
+
+
+def test_the_oracle_keeps_the_draft_unless_the_target_is_better_by_more_than_tau():
+    from routers.judge import OracleJudge
+
+    target = ScriptedGenerator("target", {"p": "Add.\n\n2 + 2 = 4.\n\n", "r": "Add.\n\n2 + 2 = 4.\n\n"})
+    table = {"2 + 2 = 4.\n\n": 1.0, "2 + 2 = 5.\n\n": 0.0, "Four-ish.\n\n": 0.75}
+    calls = []
+    reward = CallableJudge(lambda r: calls.append(r.step.text) or table[r.step.text])
+    judge = OracleJudge(target, reward, tau=0.25, stop=["\n\n"], max_step_tokens=16)
+    reqs = [oreq("2 + 2 = 5.\n\n"), oreq("Four-ish.\n\n", pid="r"), oreq("2 + 2 = 4.\n\n", 1)]
+    assert judge.score(reqs) == [0.0, 1.0, 1.0]  # advantages 1.0, 0.25 (not > 0.25), 0.0
+    assert judge.last == [(0.0, 1.0), (0.75, 1.0), (1.0, 1.0)]
+    # One target call for the batch, from each step's own prefix, with the step's stop and limit.
+    assert target.batch_sizes == [3]
+    assert {(r.prefix_text, r.params.max_tokens, r.params.stop, r.params.temperature)
+            for r in target.requests} == {("Add.\n\n", 16, ("\n\n",), 0.0)}
+    assert calls == [r.step.text for r in reqs] + ["2 + 2 = 4.\n\n"] * 3
+    assert OracleJudge(target, reward, tau=0.0).score(reqs[1:2]) == [0.0]
+
+
+def test_the_oracle_config_hands_the_target_to_its_nested_reward():
+    from hydra import compose, initialize_config_dir
+
+    from recipes._cli import CONF_DIR, bind_judge, instantiate
+    from rewards.target_judge import TargetJudge
+    from routers.judge import OracleJudge
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["recipe=oracle"])
+    partial = instantiate(cfg.judge, "judge")
+    assert isinstance(partial, functools.partial)
+    target, draft = ScriptedGenerator("target", {}), ScriptedGenerator("draft", {})
+    judge = bind_judge(partial, {"target": target, "draft": draft})
+    assert isinstance(judge, OracleJudge) and judge.generator is target and judge.draft is draft
+    assert isinstance(judge.reward, TargetJudge) and judge.reward.generator is target
+    assert (judge.stop, judge.max_step_tokens, judge.tau) == (("\n\n",), 192, 0.0)
+    assert judge.needs_logprobs is None  # the target as judge reads text only
+
+
+def test_the_arbitrage_preset_names_a_router_and_a_threshold():
+    from hydra import compose, initialize_config_dir
+
+    from recipes._cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["recipe=arbitrage"])
+    assert cfg.judge._target_ == "routers.judge.RouterJudge" and cfg.judge.path == "runs/router/lightweight"
+    assert cfg.policy.threshold == 0.5 and cfg.dataset.split == "test"
+
+
+# -- the sequence-classification router -----------------------------------------------------------
+def tiny_model(folder: Path, texts: list[str]) -> Path:
+    """A randomly initialised one-layer Llama and a word-level tokenizer, saved like a hub model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]"]))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      max_position_embeddings=256, pad_token_id=hf_tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+    return folder
+
+
+def test_a_seq_classification_router_trains_and_reloads(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from routers.judge import RouterJudge
+    from routers.train import train_seq_router
+
+    rows = synthetic_rows(problems=8, steps=4)
+    for r in rows:  # the text carries the rule: unsure drafts say "maybe"
+        r["draft_step"] = "maybe 5" if r["advantage"] > 0 else "surely 4"
+        r["history"] = [{"source": "target", "text": "Add them."}]
+    base = tiny_model(tmp_path / "base", [row_text(r) for r in rows])
+    meta = train_seq_router(rows, str(base), tmp_path / "router", max_steps=3, batch_size=4, max_length=64,
+                            lr=1e-3, test_fraction=0.25, seed=0)
+    assert (meta["kind"], meta["version"], meta["steps"]) == ("seq-classification", 1, 3)
+    assert math.isfinite(meta["last_loss"]) and meta["heldout"]["rows"] == 8
+    assert meta["heldout"]["roc_auc"] is not None
+    judge = RouterJudge(str(tmp_path / "router"))
+    assert judge.kind == "seq-classification" and judge.needs_logprobs is False
+    prefix = (Segment("Add them.", "target"),)
+    reqs = [JudgeRequest(Problem("p", "q"), (), prefix, Completion(t, (1,), FinishReason.STOP), 1)
+            for t in ("maybe 5", "surely 4")]
+    scores = judge.score(reqs)
+    assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] != scores[1]
+    assert RouterJudge(str(tmp_path / "router")).score(reqs) == scores  # reloads the same weights
