@@ -148,7 +148,12 @@ def run(cfg) -> int:
     loop = _cli.instantiate(cfg.loop, "loop")
     prompt = _cli.instantiate(cfg.prompt, "prompt")
     report: dict = {}
-    problems = _cli.instantiate(cfg.dataset, "dataset", report=report)
+    # Built as a partial and called here, so that `report` is this dict (Hydra copies kwargs).
+    load = _cli.instantiate(cfg.dataset, "dataset", _partial_=True)
+    try:
+        problems = load(report=report)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        raise UserError(f"dataset: {_cli.one_line(e)}") from None
     _cli.check_model_paths(cfg.draft, "draft")
     _cli.check_model_paths(cfg.target, "target")
     plain = OmegaConf.to_container(cfg, resolve=True)

@@ -133,3 +133,20 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert (tmp_path / "run-2" / "traces.jsonl").is_file()
     assert os.path.getsize(out / "traces.jsonl") > 0
+
+
+def test_malformed_rows_can_be_skipped_and_are_reported(tmp_path):
+    data = tmp_path / "d.jsonl"
+    good = json.dumps({"question": "What is 2 + 2?", "answer": "#### 4"})
+    data.write_text(good + "\n{broken\n" + json.dumps({"answer": "#### 1"}) + "\n" + good + "\n")
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "recipes.evaluate", "recipe=smoke", "baseline=null", "progress=false",
+            f"dataset.path={data}", f"hydra.run.dir={out}"]
+    p = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "line 2" in p.stderr
+    p = subprocess.run(base + ["dataset.skip_malformed=true"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "skipped 2 malformed dataset row(s)" in p.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["problems"] == 2 and summary["dataset_rows_skipped"] == 2
