@@ -228,3 +228,53 @@ def quiet_third_party_logs() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that ``finally`` blocks run."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise Terminated()
+
+
+def hydra_main(config_name: str, run: Any, saved: Any, argv: Sequence[str] | None = None) -> None:
+    """The shared entry point of the Hydra recipes.
+
+    Checks the command line before Hydra runs (one-line errors, exit 2), then runs
+    ``run(cfg) -> exit code`` under Hydra. Ctrl-C and SIGTERM end it with one line saying what
+    ``saved(cfg)`` reports is kept and how to resume (exit 130 / 143).
+    """
+    import logging
+
+    import hydra
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    quiet_third_party_logs()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        check_group_overrides(args)
+        compose_check(config_name, args)
+    except UserError as e:
+        fail(str(e))
+
+    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
+    def _task(cfg) -> None:
+        import signal
+
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            code = run(cfg)
+        except UserError as e:
+            fail(str(e))
+        except KeyboardInterrupt as e:
+            term = isinstance(e, Terminated)
+            fail(f"{'terminated' if term else 'interrupted'}; {saved(cfg)}; "
+                 "run the same command again to resume", code=143 if term else 130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if code:
+            raise SystemExit(code)
+
+    sys.argv = [sys.argv[0], *args]
+    _task()

@@ -97,31 +97,7 @@ def run(cfg) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``python -m recipes.collect_router_data``)."""
-    import hydra
-
-    args = sys.argv[1:] if argv is None else list(argv)
-    _cli.quiet_third_party_logs()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    try:
-        _cli.check_group_overrides(args)
-        _cli.compose_check(CONFIG_NAME, args)
-    except UserError as e:
-        _cli.fail(str(e))
-
-    @hydra.main(config_path=str(_cli.CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
-    def _task(cfg) -> None:
-        try:
-            code = run(cfg)
-        except UserError as e:
-            _cli.fail(str(e))
-        except KeyboardInterrupt:
-            _cli.fail(f"interrupted; the finished problems' rows are saved in {cfg.out}; run the same "
-                      "command again to resume", code=130)
-        if code:
-            raise SystemExit(code)
-
-    sys.argv = [sys.argv[0], *args]
-    _task()
+    _cli.hydra_main(CONFIG_NAME, run, lambda cfg: f"the finished problems' rows are saved in {cfg.out}", argv)
 
 
 if __name__ == "__main__":

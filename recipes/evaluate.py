@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -37,14 +36,6 @@ _NOT_RESULT_KEYS = ("progress", "new_folder", "cache")
 
 EXIT_USER_ERROR = 2
 EXIT_PROBLEMS_FAILED = 3
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C so that ``finally`` blocks run."""
-
-
-def _on_sigterm(signum, frame):  # noqa: ARG001
-    raise Terminated()
 
 
 def _fresh_folder(out: Path) -> Path:
@@ -242,40 +233,16 @@ def run(cfg) -> int:
     return 0
 
 
+def _saved(cfg) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    return f"{_cli.count_done(out)} finished problem(s) are saved in {out}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``stepspec-evaluate`` / ``python -m recipes.evaluate``)."""
-    import hydra
-
-    args = sys.argv[1:] if argv is None else list(argv)
-    _cli.quiet_third_party_logs()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    try:
-        _cli.check_group_overrides(args)
-        _cli.compose_check(CONFIG_NAME, args)
-    except UserError as e:
-        _cli.fail(str(e))
-
-    @hydra.main(config_path=str(_cli.CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
-    def _task(cfg) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        try:
-            code = run(cfg)
-        except UserError as e:
-            _cli.fail(str(e))
-        except KeyboardInterrupt as e:
-            out = Path(HydraConfig.get().runtime.output_dir)
-            what = "terminated" if isinstance(e, Terminated) else "interrupted"
-            _cli.fail(f"{what}; {_cli.count_done(out)} finished problem(s) are saved in {out}; "
-                      "run the same command again to resume", code=143 if isinstance(e, Terminated) else 130)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        if code:
-            raise SystemExit(code)
-
-    sys.argv = [sys.argv[0], *args]
-    _task()
+    _cli.hydra_main(CONFIG_NAME, run, _saved, argv)
 
 
 if __name__ == "__main__":
