@@ -160,6 +160,13 @@ def check_model_paths(cfg: Any, what: str) -> None:
         return
     if _HUB_ID.match(model):
         return
+    if not _looks_like_path(model):
+        import difflib as _d
+
+        near = _d.get_close_matches(model, list(MODELS), n=1, cutoff=0.5)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise UserError(f"{what}.model: unknown model {model!r}: give a local folder, a hub id (org/name) or "
+                        f"one of {', '.join(sorted(MODELS))}{hint}")
     if _looks_like_path(model):
         raise UserError(f"{what}.model: no such file or folder {model!r}; give an existing model folder, "
                         f"a hub id (org/name) or one of {', '.join(sorted(MODELS))}")

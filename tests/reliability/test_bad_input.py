@@ -54,6 +54,8 @@ CASES = [
     ("missing-split", lambda t: ["recipe=smoke", "dataset.split=validation"], "validation"),
     ("model-path-missing", lambda t: ["recipe=cpu-demo", "draft.spec.model=/no/such/model"],
      "/no/such/model"),
+    ("model-name-unknown", lambda t: ["recipe=cpu-demo", "target.spec.model=qwen2.5-coder-1.5"],
+     "did you mean 'qwen2.5-coder-1.5b'"),
     ("constant-judge-out-of-range", lambda t: ["recipe=smoke", "judge=constant", "judge.value=2"],
      "judge.value must be in [0, 1]"),
     ("router-path-unset", lambda t: ["recipe=smoke", "judge=arbitrage"], "judge.path has no value"),
