@@ -301,7 +301,16 @@ class StepCache:
 
 
 # -- the wrappers ----------------------------------------------------------------------------
-class CachedGenerator:
+class _Delegating:
+    """Attributes the wrapper lacks (``name``, ``needs_logprobs``, ...) come from ``inner``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class CachedGenerator(_Delegating):
     """A :class:`~reasoning.protocols.Generator` that answers from a :class:`StepCache` when it can.
 
     Each batch is looked up; ``inner.generate`` is called once on the requests that missed
@@ -368,16 +377,11 @@ class CachedGenerator:
     def close(self) -> None:
         self.inner.close()
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
     def __repr__(self) -> str:
         return f"CachedGenerator({self.inner!r}, {self.cache!r})"
 
 
-class CachedJudge:
+class CachedJudge(_Delegating):
     """A :class:`~reasoning.protocols.Judge` that answers from a :class:`StepCache` when it can.
 
     Scores outside [0, 1] (or NaN) are passed on but not stored.
@@ -432,11 +436,6 @@ class CachedJudge:
             if out[i] is None:
                 out[i] = out[first[k]]
         return out  # type: ignore[return-value]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"CachedJudge({self.inner!r}, {self.cache!r})"

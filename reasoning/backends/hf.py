@@ -26,6 +26,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
@@ -271,7 +272,7 @@ class HFGenerator:
         new_tokens = sum(len(c.token_ids) for c in out)
         log.debug("%s: batch of %d, %d prompt + %d new tokens in %.2f s (%.1f tokens/s)", self.name, n,
                   sum(len(p) for p in prompts), new_tokens, seconds, new_tokens / max(seconds, 1e-9))
-        return [_with_seconds(c, seconds / n) for c in out]
+        return [replace(c, seconds=seconds / n) for c in out]
 
     def _logprobs(self, logits: tuple[torch.Tensor, ...], row: int, ids: list[int],
                   k: int) -> tuple[tuple[float, ...], tuple[dict[str, float], ...] | None]:
@@ -343,9 +344,3 @@ class _StopWatcher:
             if generated >= self.max_tokens[b]:
                 self.done[b] = True
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
-
-
-def _with_seconds(c: Completion, seconds: float) -> Completion:
-    from dataclasses import replace
-
-    return replace(c, seconds=seconds)

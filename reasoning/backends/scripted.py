@@ -11,6 +11,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from reasoning.types import Completion, FinishReason, GenerationRequest
 
@@ -151,7 +152,7 @@ class ScriptedGenerator:
             out.append(Completion(text=produced, token_ids=tuple(gen), finish_reason=finish,
                                   prompt_tokens=prompt, logprobs=lp, top_logprobs=top))
         dt = (time.perf_counter() - t0) / max(1, len(requests))
-        return [_with_seconds(c, dt) for c in out]
+        return [replace(c, seconds=dt) for c in out]
 
     def _top(self, req: GenerationRequest, gen: Sequence[int], lp: Sequence[float],
              k: int) -> tuple[dict[str, float], ...]:
@@ -165,9 +166,3 @@ class ScriptedGenerator:
 
     def close(self) -> None:
         pass
-
-
-def _with_seconds(c: Completion, seconds: float) -> Completion:
-    from dataclasses import replace
-
-    return replace(c, seconds=seconds)
