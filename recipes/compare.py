@@ -11,8 +11,9 @@ recipe (``smoke policy.threshold=0.3``). Speed-ups are against one baseline run:
 with ``--baseline``, else the first target-only run among the inputs.
 
 Writes into ``--out``: ``compare.png`` and ``compare.svg`` (accuracy against wall-clock seconds
-and against the target's share of generated tokens, with 95% intervals and the Pareto
-frontier) and ``compare.md`` (the table, the plot and warnings).
+and against the target's share of generated tokens, with 95% intervals, the Pareto frontier and
+each sweep joined in order of its knob; points are numbered by their row in the table, the
+legend names them) and ``compare.md`` (the table, the plot and warnings).
 """
 
 from __future__ import annotations
@@ -233,6 +234,20 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
     return runs
 
 
+def differing_knobs(configs: Sequence[dict[str, Any] | None]) -> list[str]:
+    """The dotted config keys whose values are not the same in all the given configs, sorted.
+
+    Keys under ``_NOT_KNOBS`` (which do not change a run's result) are left out; configs that
+    are None are skipped.
+
+    >>> differing_knobs([{"policy": {"threshold": 0.3}, "cache": 1}, {"policy": {"threshold": 0.7}}, None])
+    ['policy.threshold']
+    """
+    flats = [flatten(c) for c in configs if c is not None]
+    keys = sorted({k for f in flats for k in f if k.split(".")[0] not in _NOT_KNOBS})
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+
+
 def label_runs(runs: Sequence[Run]) -> None:
     """Give each run a unique label: its recipe (or folder) and the knobs that differ.
 
@@ -242,12 +257,7 @@ def label_runs(runs: Sequence[Run]) -> None:
     groups: dict[str | None, list[Run]] = {}
     for r in runs:
         groups.setdefault(r.recipe, []).append(r)
-    differing: dict[str | None, list[str]] = {}
-    for recipe, rs in groups.items():
-        flats = [flatten(r.config) for r in rs if r.config is not None]
-        keys = sorted({k for f in flats for k in f if k.split(".")[0] not in _NOT_KNOBS})
-        differing[recipe] = [k for k in keys
-                             if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+    differing = {recipe: differing_knobs([r.config for r in rs]) for recipe, rs in groups.items()}
     for r in runs:
         flat = flatten(r.config) if r.config is not None else {}
         keys = [k for k in differing[r.recipe] if k in flat]
@@ -334,22 +344,124 @@ def _warnings(runs: Sequence[Run], base: Run | None) -> list[str]:
 
 
 # -- outputs ---------------------------------------------------------------------------------
-def plot(comp: Comparison, out_dir: Path) -> list[Path]:
-    """Draw ``compare.png`` and ``compare.svg``: accuracy against wall seconds and against the
-    target-token share, 95% intervals, the Pareto frontier, baselines as red squares."""
+_LABEL_FONT_PT = 8
+_LABEL_GAP_PT = 5.0
+"""How far a point's number sits from the point, horizontally and vertically."""
+_LABEL_PAD_PT = 1.5
+"""The least room between two numbers."""
+_SWEEP_COLORS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:cyan")
+
+
+def sweeps(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
+    """The sweeps among the runs: runs of one recipe (baselines left out) whose configs differ in
+    one numeric knob only, as ``(knob, runs in order of its value)``."""
+    groups: dict[str | None, list[Run]] = {}
+    for r in runs:
+        if not r.is_baseline and r.config is not None:
+            groups.setdefault(r.recipe, []).append(r)
+    out = []
+    for rs in groups.values():
+        keys = differing_knobs([r.config for r in rs])
+        if len(rs) < 2 or len(keys) != 1:
+            continue
+        values = [flatten(r.config).get(keys[0]) for r in rs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            order = sorted(range(len(rs)), key=lambda i: values[i])
+            out.append((keys[0], [rs[i] for i in order]))
+    return out
+
+
+def _text_box(ann: Any, renderer: Any) -> Any:
+    """The display-space box of an annotation's text alone (its leader line left out)."""
+    from matplotlib.text import Text
+
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)
+
+
+def _offsets(step_pt: float, tries: int):
+    """Where a number may go, nearest first: the four corners around its point, then stacked
+    above and below by ``step_pt`` (with a leader line), alternating. Yields (dx, dy, ha, va, lead)."""
+    g = _LABEL_GAP_PT
+    yield from ((g, g, "left", "bottom", False), (g, -g, "left", "top", False),
+                (-g, g, "right", "bottom", False), (-g, -g, "right", "top", False))
+    for k in range(1, tries + 1):
+        yield g, g + k * step_pt, "left", "bottom", True
+        yield g, -g - k * step_pt, "left", "top", True
+
+
+def label_points(ax: Any, labels: dict[tuple[float, float], str], markers_pt: dict[tuple[float, float], float],
+                 renderer: Any) -> list[Any]:
+    """Write each point's label beside it where it overlaps no other label and no marker.
+
+    Deterministic: points are taken by x, then y; each takes the first free place of
+    :func:`_offsets`, checked in display space with the renderer (call after the layout is
+    fixed). Labels stay out of the layout, so placing them does not move the axes.
+
+    Args:
+        ax: The axes the points are drawn in (data coordinates).
+        labels: Label text of each point.
+        markers_pt: Marker radius of each point, in points: room the labels keep clear of.
+        renderer: The figure's renderer.
+    """
+    from matplotlib.transforms import Bbox
+
+    to_px = ax.figure.dpi / 72.0
+    markers = []
+    for (x, y), radius in markers_pt.items():
+        cx, cy = ax.transData.transform((x, y))
+        r = radius * to_px
+        markers.append(Bbox.from_extents(cx - r, cy - r, cx + r, cy + r))
+    pad = _LABEL_PAD_PT * to_px
+    placed: list[Any] = []
+    anns = []
+    for (x, y), text in sorted(labels.items()):
+        ann = ax.annotate(text, (x, y), xytext=(0.0, 0.0), textcoords="offset points", fontsize=_LABEL_FONT_PT,
+                          zorder=4,
+                          arrowprops=dict(arrowstyle="-", color="0.55", linewidth=0.6, shrinkA=0, shrinkB=3))
+        ann.set_in_layout(False)
+        box = None
+        step_pt = _text_box(ann, renderer).height / to_px + _LABEL_PAD_PT
+        for dx, dy, ha, va, lead in _offsets(step_pt, tries=2 * (len(placed) + len(markers)) + 1):
+            ann.xyann = (dx, dy)
+            ann.set_horizontalalignment(ha)
+            ann.set_verticalalignment(va)
+            ann.arrow_patch.set_visible(lead)
+            box = _text_box(ann, renderer)
+            if not any(box.padded(pad).overlaps(b) for b in placed) and not any(box.overlaps(m) for m in markers):
+                break
+        placed.append(box)
+        anns.append(ann)
+    return anns
+
+
+def figure(comp: Comparison) -> Any:
+    """The comparison figure: accuracy against wall seconds and against the target-token share,
+    95% intervals, the Pareto frontier, baselines as red squares, each sweep joined in order of
+    its knob. Each point is numbered (its row in the table; points that coincide share one label)
+    and the legend says which run each number is."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    number = {id(r): i + 1 for i, r in enumerate(comp.runs)}
+    found = sweeps(comp.runs)
+    entries = [r for r in comp.runs if r.summary.get("accuracy") is not None]
+    longest = max((len(r.label) for r in entries), default=0)
+    ncols = 1 if longest > 90 else 2 if longest > 45 else 3
+    rows = -(-(len(entries) + 1 + len(found)) // ncols)
+    fig = Figure(figsize=(13, 5.5 + 0.2 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     panels = fig.subplots(1, 2)
     specs = [("wall-clock seconds (lower is better)", lambda s: s.get("wall_seconds")),
              ("target share of generated tokens, % (lower is cheaper)",
               lambda s: None if target_token_share(s) is None else 100 * target_token_share(s))]
+    to_label = []
     for ax, (xlabel, xof) in zip(panels, specs):
         pts: list[tuple[float, float]] = []
+        where: dict[int, tuple[float, float]] = {}
         names: dict[tuple[float, float], list[str]] = {}
+        markers: dict[tuple[float, float], float] = {}
         for r in comp.runs:
             s = r.summary
             x = xof(s)
@@ -358,29 +470,49 @@ def plot(comp: Comparison, out_dir: Path) -> list[Path]:
             y = 100 * s["accuracy"]
             lo, hi = (100 * v for v in s["accuracy_ci95"])
             is_base = r.is_baseline or r is comp.baseline
+            size = 8 if is_base else 6
             ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="s" if is_base else "o",
-                        color="tab:red" if is_base else "tab:blue", markersize=8 if is_base else 6,
-                        capsize=3, zorder=3)
+                        color="tab:red" if is_base else "tab:blue", markersize=size, capsize=3, zorder=3,
+                        ecolor=("tab:red" if is_base else "tab:blue", 0.4), elinewidth=1)
             pts.append((float(x), y))
-            names.setdefault((float(x), y), []).append(r.label)
-        # Points that coincide share one label; neighbours' labels alternate above and below.
-        for i, ((x, y), labels) in enumerate(sorted(names.items())):
-            ax.annotate("\n".join(labels), (x, y), textcoords="offset points", fontsize=7,
-                        xytext=(5, 5) if i % 2 == 0 else (5, -8), va="bottom" if i % 2 == 0 else "top")
+            where[id(r)] = (float(x), y)
+            names.setdefault((float(x), y), []).append(str(number[id(r)]))
+            markers[(float(x), y)] = max(markers.get((float(x), y), 0.0), size / 2)
+        for i, (_, rs) in enumerate(found):
+            line = [where[id(r)] for r in rs if id(r) in where]
+            if len(line) > 1:
+                ax.plot(*zip(*line), color=_SWEEP_COLORS[i % len(_SWEEP_COLORS)], linewidth=1, alpha=0.6, zorder=2)
         front = pareto_front(pts)
         if front:
             fx = [pts[i][0] for i in front]
             fy = [pts[i][1] for i in front]
             ax.step(fx, fy, where="post", color="0.35", linestyle="--", linewidth=1, zorder=2)
+        ax.margins(0.08)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy, % (95% interval)")
         ax.grid(True, alpha=0.3)
+        to_label.append((ax, {p: ", ".join(n) for p, n in names.items()}, markers))
     panels[0].set_title("accuracy vs wall-clock time")
     panels[1].set_title("accuracy vs target-token share")
-    handles = [Line2D([], [], marker="o", color="tab:blue", linestyle="", label="run"),
-               Line2D([], [], marker="s", color="tab:red", linestyle="", label="baseline"),
-               Line2D([], [], color="0.35", linestyle="--", label="Pareto frontier")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    handles = [Line2D([], [], color="0.35", linestyle="--", label="Pareto frontier")]
+    handles += [Line2D([], [], color=_SWEEP_COLORS[i % len(_SWEEP_COLORS)], alpha=0.6,
+                       label=f"{rs[0].recipe or 'runs'}: sweep of {key}, in increasing order")
+                for i, (key, rs) in enumerate(found)]
+    for r in entries:
+        is_base = r.is_baseline or r is comp.baseline
+        handles.append(Line2D([], [], marker="s" if is_base else "o", color="tab:red" if is_base else "tab:blue",
+                              linestyle="", label=f"{number[id(r)]}: {r.label}"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize=_LABEL_FONT_PT)
+    fig.draw_without_rendering()  # fixes the layout; the labels, placed in display space, stay out of it
+    renderer = fig.canvas.get_renderer()
+    for ax, labels, markers in to_label:
+        label_points(ax, labels, markers, renderer)
+    return fig
+
+
+def plot(comp: Comparison, out_dir: Path) -> list[Path]:
+    """Draw :func:`figure` into ``compare.png`` and ``compare.svg``."""
+    fig = figure(comp)
     paths = [out_dir / "compare.png", out_dir / "compare.svg"]
     fig.savefig(paths[0], dpi=150)
     fig.savefig(paths[1])
@@ -400,9 +532,9 @@ def markdown(comp: Comparison, image: str = "compare.png") -> str:
     if comp.warnings:
         lines += ["## Warnings", ""] + [f"- **Warning**: {w}" for w in comp.warnings] + [""]
     lines += ["## Runs", ""]
-    for r in comp.runs:
+    for i, r in enumerate(comp.runs, 1):
         extra = " (baseline for speed-ups)" if r is base else ""
-        lines.append(f"- `{r.label}`: `{r.dir}`{extra}")
+        lines.append(f"- `{r.label}`: `{r.dir}` (point {i} in the plot){extra}")
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from reasoning import AlwaysTarget, LoopConfig, Pipeline, Problem, ScriptedGenerator, ThresholdPolicy
 from reasoning.judges import ScriptedJudge
-from recipes.compare import main, pareto_front
+from recipes.compare import Comparison, Run, figure, label_runs, main, pareto_front, sweeps
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 4
@@ -158,3 +159,55 @@ def test_missing_out_is_one_line_too(capsys, tmp_path):
 def test_pareto_front_keeps_the_points_nothing_beats():
     pts = [(10.0, 60.0), (5.0, 60.0), (20.0, 80.0), (15.0, 70.0), (30.0, 75.0)]
     assert pareto_front(pts) == [1, 3, 2]
+
+
+def sweep_comparison() -> tuple[Comparison, list[float]]:
+    """Nine runs of a threshold sweep (given out of order) within 2.4 s and 1.6 accuracy points of
+    each other, a second recipe's run in their midst, two runs on the very same point, and a baseline."""
+    def summary(acc: float, wall: float, target: int, policy: str = "ThresholdPolicy") -> dict:
+        return {"problems": 500, "accuracy": acc, "accuracy_ci95": [acc - 0.04, acc + 0.04], "wall_seconds": wall,
+                "tokens": {"draft": 1000, "target": target}, "policy": policy}
+
+    thresholds = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]
+    runs = [Run(Path(f"/sweep/{i}"), summary(0.6 + 0.002 * t * 10, 100 + 3 * abs(t - 0.45), 200 + int(50 * t)),
+                {"policy": {"threshold": t}}, "smoke") for i, t in enumerate(thresholds)]
+    runs.append(Run(Path("/other"), runs[0].summary, {"policy": {"threshold": 0.5}}, "specreason"))
+    base = Run(Path("/sweep/0/baseline-target-only"), summary(0.62, 140, 1000, "AlwaysTarget"),
+               {"policy": {"_target_": "AlwaysTarget"}}, "smoke", baseline_of=Path("/sweep/0"))
+    runs.append(base)
+    label_runs(runs)
+    return Comparison(runs, base, [None] * len(runs)), thresholds
+
+
+def test_sweeps_are_the_runs_of_one_recipe_that_differ_in_one_number_in_its_order():
+    comp, thresholds = sweep_comparison()
+    [(key, rs)] = sweeps(comp.runs)
+    assert key == "policy.threshold"
+    assert [r.config["policy"]["threshold"] for r in rs] == sorted(thresholds)
+
+
+@pytest.mark.parametrize("dpi", [100, 150])
+def test_labels_of_near_coincident_points_do_not_overlap(dpi):
+    from matplotlib.text import Text
+
+    comp, thresholds = sweep_comparison()
+    fig = figure(comp)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_text()]
+        # Every run is numbered once; the two runs on one point share a label.
+        numbers = sorted(int(n) for t in labels for n in t.get_text().split(", "))
+        assert numbers == list(range(1, len(comp.runs) + 1))
+        assert "1, 10" in [t.get_text() for t in labels]
+        boxes = [Text.get_window_extent(t, renderer) for t in labels]
+        clashes = [(a.get_text(), b.get_text()) for (a, ba), (b, bb) in
+                   itertools.combinations(zip(labels, boxes), 2) if ba.overlaps(bb)]
+        assert not clashes
+        # The sweep is one line through its nine points in order of the threshold, not of x.
+        [line] = [ln for ln in ax.lines if len(ln.get_xdata()) == len(thresholds)]
+        order = sorted(range(len(thresholds)), key=lambda i: thresholds[i])
+        xs = [comp.runs[i].summary["wall_seconds"] for i in order]
+        if ax is fig.axes[0]:
+            assert list(line.get_xdata()) == pytest.approx(xs) and xs != sorted(xs)
