@@ -6,6 +6,7 @@ Nothing is instantiated: no model loads, no file is read.
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -18,9 +19,9 @@ SPECIAL = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 RECIPES = group_options("recipe")
 
 
-def compose_with(overrides):
+def compose_with(overrides, config_name="evaluate"):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=overrides)
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def targets(node, path=""):
@@ -80,3 +81,42 @@ def test_every_group_option_composes_and_matches_the_code(group, option):
     cfg = compose_with(["~recipe", f"{group}={option}"])
     for path, node in targets(cfg[group], group):
         check_signature(path, node)
+
+
+def prompt_file(name):
+    return OmegaConf.load(CONF_DIR / "prompt" / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("overrides,prompt", [
+    (["dataset=math500"], "math"),
+    (["dataset=gsm8k"], "gsm8k"),
+    (["dataset=jsonl", "dataset.path=x.jsonl"], "step-by-step"),  # no preference: the primary's default
+    (["dataset=math500", "prompt=step-by-step"], "step-by-step"),  # the user's choice wins
+    (["prompt=math", "dataset=gsm8k"], "math"),
+])
+def test_the_dataset_picks_its_prompt_unless_told_otherwise(overrides, prompt):
+    cfg = compose_with(["~recipe", *overrides])
+    assert cfg.prompt == prompt_file(prompt)
+
+
+def test_math_and_gsm8k_prompts_ask_for_their_kind_of_answer():
+    math, gsm8k = prompt_file("math").system, prompt_file("gsm8k").system
+    assert "\\boxed{}" in math and "simplified" in math and "LaTeX" in math
+    assert "\\boxed{}" in gsm8k and "number" in gsm8k
+    assert "blank line" in math and "blank line" in gsm8k
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_a_preset_sends_the_prompt_it_names_whatever_its_dataset_picks(recipe):
+    """Cached results are keyed by the prompt text: a preset's prompt must not follow the dataset."""
+    path = CONF_DIR / "recipe" / f"{recipe}.yaml"
+    named = re.search(r"override /prompt: (\S+)", path.read_text()).group(1)
+    expected = OmegaConf.merge(prompt_file(named), OmegaConf.load(path).get("prompt") or {})
+    for overrides in ([], ["dataset=math500"], ["dataset=gsm8k"]):
+        assert compose_with([f"recipe={recipe}", *overrides]).prompt == expected
+
+
+@pytest.mark.parametrize("overrides,prompt", [
+    ([], "step-by-step"), (["dataset=math500"], "step-by-step"), (["prompt=math"], "math")])
+def test_router_data_keeps_the_prompt_the_arbitrage_preset_judges_with(overrides, prompt):
+    assert compose_with(overrides, "collect_router_data").prompt == prompt_file(prompt)
