@@ -2,15 +2,45 @@
 
 Model-based judges (process reward models, the target as judge) live in :mod:`rewards`;
 trained routers in :mod:`routers`. All of them satisfy :class:`reasoning.protocols.Judge`.
+:func:`bind_judge` finishes one given as a partial with the run's models.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from reasoning.protocols import JudgeRequest
+from reasoning.protocols import Generator, JudgeRequest
+
+
+def bind_judge(judge: Any, target: Generator | None, draft: Generator | None = None) -> Any:
+    """Finish a judge given as a partial (a ``_partial_: true`` config) with the run's models.
+
+    The judge's constructor names what it needs: a ``generator`` parameter gets the target (the
+    model that judges in SpecReason), a ``draft`` parameter the draft; a keyword the partial
+    already holds is kept. Anything that is not a partial comes back as is.
+
+    Raises:
+        ValueError, TypeError: what the judge's constructor raises.
+
+    >>> bind_judge(functools.partial(ConstantJudge, value=0.5), None)
+    ConstantJudge(value=0.5)
+    >>> bind_judge(functools.partial(lambda generator, draft: (generator, draft)), "T", "D")
+    ('T', 'D')
+    """
+    if not isinstance(judge, functools.partial):
+        return judge
+    params = inspect.signature(judge.func).parameters
+    kw = {}
+    if "generator" in params and "generator" not in judge.keywords:
+        kw["generator"] = target
+    if "draft" in params and "draft" not in judge.keywords:
+        kw["draft"] = draft
+    return judge(**kw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,22 +127,13 @@ def instantiate(cfg: Any, what: str, **kw: Any) -> Any:
         raise
 
 
-def bind_judge(partial: Any, models: dict[str, Any]) -> Any:
-    """Finish a partial judge with the run's models.
+def bind_judge(judge: Any, target: Any, draft: Any) -> Any:
+    """:func:`reasoning.judges.bind_judge`: a partial judge finished with the run's target and
+    draft; what its constructor refuses becomes a :class:`UserError`."""
+    from reasoning.judges import bind_judge as _bind
 
-    The judge's constructor names what it needs: a ``generator`` parameter gets the target
-    (the model that judges in SpecReason), a ``draft`` parameter gets the draft.
-    """
-    import inspect
-
-    params = inspect.signature(partial.func).parameters
-    kw = {}
-    if "generator" in params and "generator" not in partial.keywords:
-        kw["generator"] = models["target"]
-    if "draft" in params and "draft" not in partial.keywords:
-        kw["draft"] = models["draft"]
     try:
-        return partial(**kw)
+        return _bind(judge, target, draft)
     except (ValueError, TypeError) as e:
         raise UserError(f"judge: {one_line(e)}") from None
 

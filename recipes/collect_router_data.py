@@ -15,7 +15,6 @@ folder resumes. A test split is refused: routers train on train splits only.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -68,8 +67,7 @@ def run(cfg) -> int:
     draft = _cli.LazyGenerator(cfg.draft, "draft")
     target = _cli.LazyGenerator(cfg.target, "target")
     reward = _cli.instantiate(cfg.reward, "reward")
-    if isinstance(reward, functools.partial):
-        reward = _cli.bind_judge(reward, {"target": target, "draft": draft})
+    reward = _cli.bind_judge(reward, target, draft)
     try:
         collector = ShadowCollector(draft, target, reward, segmenter, prompt, loop,
                                     top_logprobs=cfg.top_logprobs, target_samples=cfg.target_samples,

@@ -166,7 +166,7 @@ def run(cfg) -> int:
     if bound:
         # A judge config with `_partial_: true` is finished here with the run's models
         # (e.g. the target model as judge): `generator` is the target, `draft` the draft.
-        judge = _cli.bind_judge(judge, {"target": target, "draft": draft})
+        judge = _cli.bind_judge(judge, target, draft)
     store, run_draft, run_target, judge, wrapped = _wrap_with_cache(cfg, draft, target, judge, bound)
     pipe = Pipeline(draft=run_draft, target=run_target, judge=judge, policy=policy, segmenter=segmenter,
                     prompt=prompt, loop=loop)

@@ -15,14 +15,12 @@ be kept, so they plug into :class:`reasoning.policies.ThresholdPolicy` like any 
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from reasoning.errors import UserError
+from reasoning.judges import bind_judge
 from reasoning.loop import judge_logprobs
 from reasoning.protocols import Generator, Judge, JudgeRequest
 from reasoning.types import GenerationParams, GenerationRequest
@@ -125,26 +123,6 @@ class RouterJudge:
         return f"RouterJudge({self.path!r}, kind={self.kind!r})"
 
 
-def finish_judge(judge: Any, generator: Generator | None, draft: Generator | None = None) -> Any:
-    """A judge given as a partial (a ``_partial_: true`` config) finished with the run's models:
-    a ``generator`` parameter gets the target, a ``draft`` parameter the draft (as
-    ``recipes._cli.bind_judge`` does for the top-level judge). Anything else comes back as is.
-
-    >>> from reasoning.judges import ConstantJudge
-    >>> finish_judge(functools.partial(ConstantJudge, value=0.5), None)
-    ConstantJudge(value=0.5)
-    """
-    if not isinstance(judge, functools.partial):
-        return judge
-    params = inspect.signature(judge.func).parameters
-    kw = {}
-    if "generator" in params and "generator" not in judge.keywords:
-        kw["generator"] = generator
-    if "draft" in params and "draft" not in judge.keywords:
-        kw["draft"] = draft
-    return judge(**kw)
-
-
 class OracleJudge:
     """The oracle router, live: keep the draft unless the target's own step scores better by > ``tau``.
 
@@ -190,7 +168,7 @@ class OracleJudge:
             stop = (stop,)
         self.generator = generator
         self.draft = draft
-        self.reward = finish_judge(reward, generator, draft)
+        self.reward = bind_judge(reward, generator, draft)
         self.tau = float(tau)
         self.stop = tuple(stop)
         self.max_step_tokens = max_step_tokens

@@ -364,7 +364,7 @@ def test_the_oracle_config_hands_the_target_to_its_nested_reward():
     partial = instantiate(cfg.judge, "judge")
     assert isinstance(partial, functools.partial)
     target, draft = ScriptedGenerator("target", {}), ScriptedGenerator("draft", {})
-    judge = bind_judge(partial, {"target": target, "draft": draft})
+    judge = bind_judge(partial, target, draft)
     assert isinstance(judge, OracleJudge) and judge.generator is target and judge.draft is draft
     assert isinstance(judge.reward, TargetJudge) and judge.reward.generator is target
     assert (judge.stop, judge.max_step_tokens, judge.tau) == (("\n\n",), 192, 0.0)

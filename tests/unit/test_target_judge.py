@@ -190,7 +190,7 @@ def test_the_specreason_config_binds_the_run_target_as_generator():
     partial = instantiate(cfg.judge, "judge")
     assert isinstance(partial, functools.partial)
     target = scripted_target({"9": 0.0})
-    judge = bind_judge(partial, {"target": target, "draft": object()})
+    judge = bind_judge(partial, target, object())
     assert isinstance(judge, TargetJudge) and judge.generator is target
     assert judge.question == DEFAULT_QUESTION and judge.prefill == DEFAULT_PREFILL
     assert (judge.mode, judge.top_logprobs) == ("expectation", 20)
