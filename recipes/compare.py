@@ -390,8 +390,8 @@ def _offsets(step_pt: float, tries: int):
         yield g, -g - k * step_pt, "left", "top", True
 
 
-def label_points(ax: Any, labels: dict[tuple[float, float], str], markers_pt: dict[tuple[float, float], float],
-                 renderer: Any) -> list[Any]:
+def label_points(ax: Any, labels: dict[tuple[float, float], str],
+                 markers_pt: dict[tuple[float, float], float], renderer: Any) -> list[Any]:
     """Write each point's label beside it where it overlaps no other label and no marker.
 
     Deterministic: points are taken by x, then y; each takes the first free place of
@@ -416,8 +416,8 @@ def label_points(ax: Any, labels: dict[tuple[float, float], str], markers_pt: di
     placed: list[Any] = []
     anns = []
     for (x, y), text in sorted(labels.items()):
-        ann = ax.annotate(text, (x, y), xytext=(0.0, 0.0), textcoords="offset points", fontsize=_LABEL_FONT_PT,
-                          zorder=4,
+        ann = ax.annotate(text, (x, y), xytext=(0.0, 0.0), textcoords="offset points",
+                          fontsize=_LABEL_FONT_PT, zorder=4,
                           arrowprops=dict(arrowstyle="-", color="0.55", linewidth=0.6, shrinkA=0, shrinkB=3))
         ann.set_in_layout(False)
         box = None
@@ -428,7 +428,8 @@ def label_points(ax: Any, labels: dict[tuple[float, float], str], markers_pt: di
             ann.set_verticalalignment(va)
             ann.arrow_patch.set_visible(lead)
             box = _text_box(ann, renderer)
-            if not any(box.padded(pad).overlaps(b) for b in placed) and not any(box.overlaps(m) for m in markers):
+            clear = not any(box.padded(pad).overlaps(b) for b in placed)
+            if clear and not any(box.overlaps(m) for m in markers):
                 break
         placed.append(box)
         anns.append(ann)
@@ -445,6 +446,10 @@ def figure(comp: Comparison) -> Any:
     from matplotlib.lines import Line2D
 
     number = {id(r): i + 1 for i, r in enumerate(comp.runs)}
+
+    def style(r: Run) -> tuple[str, str, float]:  # marker, colour, size (points): baselines red squares
+        return ("s", "tab:red", 8.0) if r.is_baseline or r is comp.baseline else ("o", "tab:blue", 6.0)
+
     found = sweeps(comp.runs)
     entries = [r for r in comp.runs if r.summary.get("accuracy") is not None]
     longest = max((len(r.label) for r in entries), default=0)
@@ -469,11 +474,9 @@ def figure(comp: Comparison) -> Any:
                 continue
             y = 100 * s["accuracy"]
             lo, hi = (100 * v for v in s["accuracy_ci95"])
-            is_base = r.is_baseline or r is comp.baseline
-            size = 8 if is_base else 6
-            ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt="s" if is_base else "o",
-                        color="tab:red" if is_base else "tab:blue", markersize=size, capsize=3, zorder=3,
-                        ecolor=("tab:red" if is_base else "tab:blue", 0.4), elinewidth=1)
+            marker, color, size = style(r)
+            ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt=marker, color=color,
+                        markersize=size, capsize=3, zorder=3, ecolor=(color, 0.4), elinewidth=1)
             pts.append((float(x), y))
             where[id(r)] = (float(x), y)
             names.setdefault((float(x), y), []).append(str(number[id(r)]))
@@ -481,7 +484,8 @@ def figure(comp: Comparison) -> Any:
         for i, (_, rs) in enumerate(found):
             line = [where[id(r)] for r in rs if id(r) in where]
             if len(line) > 1:
-                ax.plot(*zip(*line), color=_SWEEP_COLORS[i % len(_SWEEP_COLORS)], linewidth=1, alpha=0.6, zorder=2)
+                ax.plot(*zip(*line), color=_SWEEP_COLORS[i % len(_SWEEP_COLORS)], linewidth=1, alpha=0.6,
+                        zorder=2)
         front = pareto_front(pts)
         if front:
             fx = [pts[i][0] for i in front]
@@ -499,10 +503,11 @@ def figure(comp: Comparison) -> Any:
                        label=f"{rs[0].recipe or 'runs'}: sweep of {key}, in increasing order")
                 for i, (key, rs) in enumerate(found)]
     for r in entries:
-        is_base = r.is_baseline or r is comp.baseline
-        handles.append(Line2D([], [], marker="s" if is_base else "o", color="tab:red" if is_base else "tab:blue",
-                              linestyle="", label=f"{number[id(r)]}: {r.label}"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize=_LABEL_FONT_PT)
+        marker, color, _ = style(r)
+        handles.append(Line2D([], [], marker=marker, color=color, linestyle="",
+                              label=f"{number[id(r)]}: {r.label}"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False,
+               fontsize=_LABEL_FONT_PT)
     fig.draw_without_rendering()  # fixes the layout; the labels, placed in display space, stay out of it
     renderer = fig.canvas.get_renderer()
     for ax, labels, markers in to_label:

@@ -165,11 +165,11 @@ def sweep_comparison() -> tuple[Comparison, list[float]]:
     """Nine runs of a threshold sweep (given out of order) within 2.4 s and 1.6 accuracy points of
     each other, a second recipe's run in their midst, two runs on the very same point, and a baseline."""
     def summary(acc: float, wall: float, target: int, policy: str = "ThresholdPolicy") -> dict:
-        return {"problems": 500, "accuracy": acc, "accuracy_ci95": [acc - 0.04, acc + 0.04], "wall_seconds": wall,
-                "tokens": {"draft": 1000, "target": target}, "policy": policy}
+        return {"problems": 500, "accuracy": acc, "accuracy_ci95": [acc - 0.04, acc + 0.04],
+                "wall_seconds": wall, "tokens": {"draft": 1000, "target": target}, "policy": policy}
 
     thresholds = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]
-    runs = [Run(Path(f"/sweep/{i}"), summary(0.6 + 0.002 * t * 10, 100 + 3 * abs(t - 0.45), 200 + int(50 * t)),
+    runs = [Run(Path(f"/sweep/{i}"), summary(0.6 + 0.02 * t, 100 + 3 * abs(t - 0.45), 200 + int(50 * t)),
                 {"policy": {"threshold": t}}, "smoke") for i, t in enumerate(thresholds)]
     runs.append(Run(Path("/other"), runs[0].summary, {"policy": {"threshold": 0.5}}, "specreason"))
     base = Run(Path("/sweep/0/baseline-target-only"), summary(0.62, 140, 1000, "AlwaysTarget"),
