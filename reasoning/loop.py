@@ -100,9 +100,15 @@ class _State:
     target_steps: int = 0
     stop: StopReason | None = None
     error: str | None = None
+    last_ctx: StepContext | None = None
 
     def ctx(self, budget: int) -> StepContext:
-        return StepContext(len(self.steps), self.tokens_used, budget, self.target_steps)
+        # The context the stop rules saw after a step is the next round's: build it once.
+        c = self.last_ctx
+        if (c is None or c.step_index != len(self.steps) or c.tokens_used != self.tokens_used
+                or c.target_steps != self.target_steps or c.token_budget != budget):
+            c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps)
+        return c
 
 
 @dataclass(slots=True)
@@ -154,6 +160,10 @@ class StepLoop:
             segmenter, self.config.max_steps, self.config.max_repeats, self.config.stop_at_answer)
         lp, need = self.config.draft_logprobs, judge_logprobs(judge)
         self._draft_logprobs = need if lp is None else lp if need is None else max(lp, need)
+        self._params_cache: dict[tuple[int, int | None], GenerationParams] = {}
+        """The (frozen) sampling parameters of each (token limit, logprobs): a request's
+        parameters differ only in these (and the segmenter's stop strings, checked), and building
+        them anew for every request showed in the loop's own time (``recipes.bench``)."""
 
     # -- public ----------------------------------------------------------------------------
     def run(self, problems: Iterable[Problem],
@@ -197,8 +207,10 @@ class StepLoop:
     def _round(self, active: list[_State]) -> None:
         budget = self.config.token_budget
         ctxs = {id(s): s.ctx(budget) for s in active}
-        to_draft = [s for s in active if self.policy.route(ctxs[id(s)]) is Route.DRAFT]
-        direct = [s for s in active if s not in to_draft]
+        to_draft: list[_State] = []
+        direct: list[_State] = []  # routed straight to the target
+        for s in active:  # one pass: a membership test per state made this quadratic in the batch
+            (to_draft if self.policy.route(ctxs[id(s)]) is Route.DRAFT else direct).append(s)
 
         drafts = self._generate_steps(self.draft, to_draft, self._draft_logprobs, "d")
         scored: dict[int, float | None] = {}
@@ -265,8 +277,14 @@ class StepLoop:
         left = min(self.segmenter.max_step_tokens - used, c.token_budget - s.tokens_used - used)
         if left < 1:
             return None
-        return GenerationParams(max_tokens=left, temperature=c.temperature, top_p=c.top_p,
-                                seed=c.seed, stop=self.segmenter.stop, logprobs=logprobs)
+        stop = self.segmenter.stop
+        key = (left, logprobs)
+        params = self._params_cache.get(key)
+        if params is None or params.stop != stop:
+            params = self._params_cache[key] = GenerationParams(
+                max_tokens=left, temperature=c.temperature, top_p=c.top_p, seed=c.seed, stop=stop,
+                logprobs=logprobs)
+        return params
 
     def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
                         tag: str) -> dict[int, _Step]:

@@ -21,6 +21,7 @@ from reasoning.types import (
     Segment,
     StepRecord,
     StopReason,
+    fast_init,
 )
 
 
@@ -44,6 +45,7 @@ class Generator(Protocol):
         ...
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class JudgeRequest:
     """Score ``step``, written after ``prefix`` in the answer to ``problem``.
@@ -97,6 +99,7 @@ class Segmenter(Protocol):
         ...
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StepContext:
     """What a policy or stop rule may look at for one problem before its next step.

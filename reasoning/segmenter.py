@@ -69,7 +69,10 @@ class BlankLineSegmenter:
         return len("".join(text.split())) < self.min_step_chars
 
     def is_final(self, text: str) -> bool:
-        return any(r.search(text) for r in self._final_re)
+        for r in self._final_re:  # a plain loop: called for every step, a generator costs more
+            if r.search(text):
+                return True
+        return False
 
     def split(self, text: str) -> list[str]:
         """Cut a whole answer into steps, each keeping its delimiter (the inverse of joining).

@@ -14,7 +14,8 @@ class EmptyAnswer:
     """Stop when the answer is still only white space and the model ended or repeated that."""
 
     def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
-        if not steps or any(s.text.strip() for s in steps):
+        # The last step first: once an answer has text, every later check ends here.
+        if not steps or steps[-1].text.strip() or any(s.text.strip() for s in steps):
             return None
         last = steps[-1]
         if last.finish_reason is not FinishReason.STOP or len(steps) >= 2:
@@ -50,8 +51,14 @@ class RepeatedStep:
         n = self.max_repeats + 1
         if self.max_repeats < 1 or len(steps) < n:
             return None
-        last = [" ".join(s.text.split()) for s in steps[-n:]]
-        return StopReason.REPEATED if all(t == last[0] for t in last) else None
+        # White space folded: equal word lists (words hold no white space, so this is the same
+        # as comparing the texts with each run of white space made one space). Newest first:
+        # the first step that differs settles it.
+        last = steps[-1].text.split()
+        for i in range(2, n + 1):
+            if steps[-i].text.split() != last:
+                return None
+        return StopReason.REPEATED
 
 
 @dataclass(frozen=True, slots=True)
