@@ -165,7 +165,8 @@ def _read_yaml(path: Path) -> Any:
 def _recipe(run_dir: Path) -> str | None:
     h = run_dir / ".hydra" / "hydra.yaml"
     if not h.is_file():
-        return None
+        # A run of recipes.bench: a sub-folder of the bench's folder, named after its preset.
+        return run_dir.name if (run_dir.parent / "bench.json").is_file() else None
     data = _read_yaml(h) or {}
     try:
         return data["hydra"]["runtime"]["choices"]["recipe"]

@@ -16,6 +16,8 @@ from dataclasses import replace
 from reasoning.types import Completion, FinishReason, GenerationRequest
 
 _PIECE = re.compile(r"\s+|\S+")
+_REMEMBERED = 4096
+"""Texts whose token ids a generator remembers (then it forgets them all and starts again)."""
 
 
 class ScriptedGenerator:
@@ -43,6 +45,8 @@ class ScriptedGenerator:
             target-as-judge call reads. It takes the whole request because judge calls differ
             in their messages, not their prefix. Without it (or when it returns None), the
             top alternatives are the sampled token alone, with its ``token_prob``.
+        keep_requests: Keep every request seen in ``requests`` (tests read them); off for long
+            benchmarks, where they would hold most of the memory measured.
 
     >>> from reasoning.types import GenerationParams, GenerationRequest
     >>> g = ScriptedGenerator("draft", {"p": "One.\\n\\nTwo.\\n\\n"})
@@ -60,6 +64,7 @@ class ScriptedGenerator:
         step_delimiter: str = "\n\n",
         seconds_per_token: float = 0.0,
         top_logprobs_fn: Callable[[GenerationRequest], Mapping[str, float] | None] | None = None,
+        keep_requests: bool = True,
     ) -> None:
         self.name = name
         if callable(solutions):
@@ -74,12 +79,14 @@ class ScriptedGenerator:
         self.step_delimiter = step_delimiter
         self.seconds_per_token = seconds_per_token
         self.top_logprobs_fn = top_logprobs_fn
+        self.keep_requests = keep_requests
         self._vocab: dict[str, int] = {}
         self._pieces: list[str] = []
+        self._encoded: dict[str, tuple[int, ...]] = {}
         self.calls = 0
         """Number of ``generate`` calls (engine calls) so far."""
         self.requests: list[GenerationRequest] = []
-        """Every request seen, in order."""
+        """Every request seen, in order (with ``keep_requests``)."""
         self.batch_sizes: list[int] = []
         """The number of requests of each ``generate`` call."""
 
@@ -91,6 +98,16 @@ class ScriptedGenerator:
                 self._vocab[piece] = len(self._pieces)
                 self._pieces.append(piece)
             ids.append(self._vocab[piece])
+        return ids
+
+    def _token_ids(self, text: str) -> tuple[int, ...]:
+        """``encode(text)``, remembered: the rest of a script and the prompts come back call
+        after call, and encoding them again was most of this double's time in long benchmarks."""
+        ids = self._encoded.get(text)
+        if ids is None:
+            if len(self._encoded) >= _REMEMBERED:
+                self._encoded.clear()
+            ids = self._encoded[text] = tuple(self.encode(text))
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -123,10 +140,11 @@ class ScriptedGenerator:
         t0 = time.perf_counter()
         out = []
         for req in requests:
-            self.requests.append(req)
+            if self.keep_requests:
+                self.requests.append(req)
             prefix_text = req.prefix_text
             text = self.continuation(req.problem_id, prefix_text)
-            ids = self.encode(text)
+            ids = self._token_ids(text)
             p = req.params
             finish = FinishReason.EOS
             gen: list[int] = []
@@ -148,7 +166,8 @@ class ScriptedGenerator:
                 lp = tuple([math.log(prob) if prob > 0 else -math.inf] * len(gen))
                 if p.logprobs > 0:
                     top = self._top(req, gen, lp, p.logprobs)
-            prompt = sum(len(self.encode(m.content)) for m in req.messages) + len(self.encode(prefix_text))
+            prompt = (sum(len(self._token_ids(m.content)) for m in req.messages)
+                      + len(self._token_ids(prefix_text)))
             out.append(Completion(text=produced, token_ids=tuple(gen), finish_reason=finish,
                                   prompt_tokens=prompt, logprobs=lp, top_logprobs=top))
         dt = (time.perf_counter() - t0) / max(1, len(requests))

@@ -1,0 +1,161 @@
+"""Running pipelines from a composed config: what ``evaluate`` and ``bench`` share.
+
+The cheap parts and the problems are built first, so that a bad value fails before any model
+loads; the draft and the target are lazy, and load once, before any run's clock starts; each
+run writes its traces, config and summary into a folder of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reasoning.errors import UserError
+from recipes import _cli
+
+EXIT_PROBLEMS_FAILED = 3
+
+BUDGET_WARN_SHARE = 0.05
+"""Warn when more than this share of a run's problems stopped at the token budget."""
+
+
+class TimedLazy(_cli.LazyGenerator):
+    """A lazy generator that keeps the seconds its build took (with the step cache on, a model is
+    built at its first cache miss, inside a run's clock, and that time is taken out again)."""
+
+    def __init__(self, cfg: Any, what: str) -> None:
+        super().__init__(cfg, what)
+        self.load_seconds = 0.0
+
+    def get(self) -> Any:
+        if self.loaded:
+            return super().get()
+        t0 = time.perf_counter()
+        try:
+            return super().get()
+        finally:
+            self.load_seconds += time.perf_counter() - t0
+
+
+def load_problems(cfg: Any) -> tuple[list, dict[str, Any]]:
+    """The problems of ``cfg.dataset`` and the loader's report (``source``, ``skipped``).
+
+    Raises:
+        UserError: the data set cannot be read or the selection is bad, in one line.
+    """
+    report: dict[str, Any] = {}
+    # Built as a partial and called here, so that `report` is this dict (Hydra copies kwargs).
+    load = _cli.instantiate(cfg.dataset, "dataset", _partial_=True)
+    try:
+        return load(report=report), report
+    except (UserError, ValueError, FileNotFoundError) as e:
+        raise UserError(f"dataset: {_cli.one_line(e)}") from None
+
+
+def resolved_config(cfg: Any, leave_out: Iterable[str] = (), **replace: Any) -> str:
+    """``cfg`` resolved to YAML text without the top-level keys ``leave_out`` (those that do not
+    change a result), with the top-level keys in ``replace`` set to the given nodes."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for k in leave_out:
+        plain.pop(k, None)
+    for k, v in replace.items():
+        plain[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
+
+
+def lazy_models(cfg: Any) -> dict[str, TimedLazy]:
+    """The draft and the target of ``cfg``, built on first use; a missing model path is refused now."""
+    _cli.check_model_paths(cfg.draft, "draft")
+    _cli.check_model_paths(cfg.target, "target")
+    return {"draft": TimedLazy(cfg.draft, "draft"), "target": TimedLazy(cfg.target, "target")}
+
+
+def build_judge(judge_cfg: Any, models: Mapping[str, Any]) -> tuple[Any, bool]:
+    """The judge of ``judge_cfg`` and whether it was bound to the run's models.
+
+    A judge config with ``_partial_: true`` is finished with the run's models (e.g. the target
+    model as judge): ``generator`` is the target, ``draft`` the draft.
+    """
+    judge = _cli.instantiate(judge_cfg, "judge")
+    bound = isinstance(judge, functools.partial)
+    if bound:
+        judge = _cli.bind_judge(judge, models["target"], models["draft"])
+    return judge, bound
+
+
+def models_needed(policies: Iterable[Any]) -> list[str]:
+    """Which of draft and target runs under these policies will call.
+
+    >>> from reasoning.policies import AlwaysDraft, AlwaysTarget
+    >>> models_needed([AlwaysTarget()]), models_needed([AlwaysTarget(), AlwaysDraft()])
+    (['target'], ['draft', 'target'])
+    """
+    from reasoning.policies import AlwaysDraft, AlwaysTarget
+
+    need: set[str] = set()
+    for p in policies:
+        need |= {"target"} if isinstance(p, AlwaysTarget) else {"draft"} if isinstance(
+            p, AlwaysDraft) else {"draft", "target"}
+    return sorted(need)
+
+
+def _account(summary: dict, lazies: dict, loaded_before: dict, wrapped: dict, stats_before: dict) -> None:
+    """Add a run's cache counts to its summary, and take models built during the run off its wall time."""
+    during = {n: g.load_seconds - loaded_before[n] for n, g in lazies.items()
+              if g.load_seconds > loaded_before[n]}
+    if during:
+        if summary.get("wall_seconds") is not None:
+            summary["wall_seconds"] = max(0.0, summary["wall_seconds"] - sum(during.values()))
+        summary["load_seconds"] = {**(summary.get("load_seconds") or {}),
+                                   **{n: round(v, 2) for n, v in during.items()}}
+    if wrapped:
+        per = {n: {k: v - stats_before[n].get(k, 0) for k, v in w.stats().items()}
+               for n, w in wrapped.items()}
+        summary["cache"] = per
+        summary["cache_hits"] = sum(d["hits"] for d in per.values())
+        summary["cache_misses"] = sum(d["misses"] for d in per.values())
+
+
+def run_into(pipe: Any, problems: Sequence, out: Path, config: str, *, progress: bool,
+             lazies: Mapping[str, TimedLazy], wrapped: Mapping[str, Any] | None = None,
+             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``pipe`` on ``problems`` into the folder ``out`` and return its summary, written.
+
+    Models built during the run are taken off its wall time; with ``wrapped`` (the step cache's
+    wrappers) the run's cache counts go into the summary; ``extra`` keys are added to it.
+    """
+    from reasoning.pipeline import write_summary
+
+    wrapped = wrapped or {}
+    loaded0 = {n: g.load_seconds for n, g in lazies.items()}
+    stats0 = {n: w.stats() for n, w in wrapped.items()}
+    summary = pipe.run(problems, out_dir=out, config=config, progress=progress).summary
+    summary.update(extra or {})
+    _account(summary, dict(lazies), loaded0, dict(wrapped), stats0)
+    write_summary(out, summary)
+    return summary
+
+
+def warn_token_budget(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """On stderr, a line for each run that stopped too many problems at the token budget."""
+    for name, summ in rows:
+        if summ.get("token_budget_share", 0.0) > BUDGET_WARN_SHARE:
+            print(f"warning: {name}: {100 * summ['token_budget_share']:.0f}% of problems hit the token "
+                  f"budget ({summ.get('token_budget')} tokens); accuracy is cut by it "
+                  "(raise loop.token_budget)",
+                  file=sys.stderr)
+
+
+def exit_code(failed: int, where: str = "traces.jsonl") -> int:
+    """0, or (saying so on stderr) :data:`EXIT_PROBLEMS_FAILED` when problems failed."""
+    if not failed:
+        return 0
+    print(f"error: {failed} problem(s) failed; their reasons are in {where} (field 'error'); "
+          f"exit status {EXIT_PROBLEMS_FAILED}", file=sys.stderr)
+    return EXIT_PROBLEMS_FAILED

@@ -1,0 +1,120 @@
+"""`python -m recipes.bench` in a subprocess, as a user runs it: the overhead bench, the bench of
+methods on the same loaded models (scripted doubles here), and user mistakes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The models bench on the scripted doubles: the cpu-pair preset with its models swapped.
+SCRIPTED = ["draft=scripted", "target=scripted", "dataset.sample=null", "dataset.limit=3", "progress=false"]
+
+
+def bench(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "recipes.bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_overhead_bench_writes_its_figures(tmp_path):
+    out = tmp_path / "overhead"
+    p = bench("recipe=overhead", "bench.problems=20", "bench.steps=5", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "bench.json").read_text())
+    assert r["mode"] == "overhead" and (r["problems"], r["steps"]) == (20, 5)
+    assert r["total_steps"] == 100 and r["errors"] == 0  # every synthetic problem runs all its steps
+    assert r["target_steps"] == 20  # every 4th step of 5 rejected: one per problem
+    for key in ("per_step_us", "per_step_us_with_models", "wall_seconds", "loop_seconds", "model_seconds",
+                "tracemalloc_peak_bytes", "bytes_per_problem", "peak_rss_bytes"):
+        assert isinstance(r[key], int | float) and r[key] > 0, key
+    assert r["loop_seconds"] + r["model_seconds"] == pytest.approx(r["wall_seconds"])
+    mem = r["memory_by_problems"]
+    assert list(mem) == ["5", "10", "20"] and mem["5"] < mem["20"]
+    assert "per step" in p.stdout and "loop alone" in p.stdout and "KB per problem" in p.stdout
+
+
+def test_models_bench_gathers_the_runs_summaries(tmp_path):
+    out = tmp_path / "bench"
+    p = bench(*SCRIPTED, "bench.presets=[cpu-demo,smoke]", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "bench.json").read_text())
+    assert r["mode"] == "models" and r["recipe"] == "cpu-pair" and r["problems"] == 3
+    assert list(r["runs"]) == ["target-only", "draft-only", "cpu-demo", "smoke"]
+    base = json.loads((out / "target-only" / "summary.json").read_text())
+    for name, run in r["runs"].items():
+        s = json.loads((out / name / "summary.json").read_text())
+        assert (out / name / "traces.jsonl").is_file() and (out / name / "config.yaml").is_file()
+        for key in ("problems", "accuracy", "correct", "graded", "accuracy_ci95", "wall_seconds",
+                    "target_step_share", "tokens", "errors", "policy"):
+            assert run[key] == s[key], (name, key)
+        assert run["judge_seconds"] == s["seconds"]["judge"]
+        assert run["speedup_vs_target_only"] == pytest.approx(base["wall_seconds"] / s["wall_seconds"])
+    runs = r["runs"]
+    assert runs["target-only"]["target_step_share"] == 1.0 and runs["target-only"]["tokens"]["draft"] == 0
+    assert runs["draft-only"]["target_step_share"] == 0.0 and runs["draft-only"]["tokens"]["target"] == 0
+    # smoke's scripted judge doubts step 1 of gsm8k-test-1: the target writes that one step
+    assert runs["smoke"]["target_step_share"] == pytest.approx(1 / 9)
+    # each run keeps its preset's judge and policy, and the bench's models and loop
+    smoke_cfg = (out / "smoke" / "config.yaml").read_text()
+    assert "ScriptedJudge" in smoke_cfg and "threshold: 0.5" in smoke_cfg and "token_budget: 512" in smoke_cfg
+    assert "bench" not in smoke_cfg
+    for name in r["runs"]:
+        assert name in p.stdout
+    assert "speed-up" in p.stdout and "judge seconds" in p.stdout
+
+
+def test_compare_reads_a_models_bench_folder(tmp_path):
+    from recipes.compare import build
+
+    out = tmp_path / "bench"
+    p = bench(*SCRIPTED, "bench.presets=[smoke]", "bench.baselines=[target-only]", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    comp = build([out])
+    assert sorted(r.label for r in comp.runs) == ["smoke", "target-only"]
+    assert comp.baseline is not None and comp.baseline.label == "target-only"
+
+
+def test_rerun_into_the_same_folder_resumes_each_run(tmp_path):
+    out = tmp_path / "bench"
+    args = [*SCRIPTED, "bench.presets=[smoke]", "bench.baselines=[]", f"hydra.run.dir={out}"]
+    assert bench(*args).returncode == 0
+    lines = (out / "smoke" / "traces.jsonl").read_text().splitlines()
+    p = bench(*args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (out / "smoke" / "traces.jsonl").read_text().splitlines() == lines
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["bench.presets=[cpu-dem]"], "unknown recipe 'cpu-dem'"),
+    (["bench.presets=[cpu-dem]"], "did you mean 'cpu-demo'"),
+    (["bench.presets=[smoke,smoke]"], "smoke listed twice"),
+    (["bench.presets=[overhead]"], "'overhead' is a bench preset"),
+    (["bench.baselines=[]", "bench.presets=[]"], "nothing to run"),
+    (["bench.mode=fast"], "bench.mode must be one of overhead, models"),
+    (["recipe=overhead", "bench.problems=0"], "bench.problems and bench.steps must be >= 1"),
+    (["recipe=overhead", "draft=qwen2.5-coder-0.5b"], "draft must be scripted"),
+    (["recipe=overhead", "judge=constant"], "bench.reject_every needs judge=scripted"),
+    (["recipe=overheat"], "did you mean 'overhead'"),
+])
+def test_user_mistakes_exit_2_with_one_line(args, needle, tmp_path):
+    p = bench(*SCRIPTED, *args, f"hydra.run.dir={tmp_path / 'r'}", timeout=60)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert len(lines) == 1, p.stderr[-2000:]
+    assert lines[0].startswith("error: ") and needle in lines[0] and "Traceback" not in p.stderr
+    assert not (tmp_path / "r" / "bench.json").exists()
+
+
+def test_evaluate_refuses_a_bench_preset(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "recipes.evaluate", "recipe=overhead",
+                        f"hydra.run.dir={tmp_path / 'r'}", "progress=false"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "error: recipe 'overhead' is a preset of recipes.bench (it sets bench.*): "
+        "run python -m recipes.bench recipe=overhead"]
