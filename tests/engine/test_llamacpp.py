@@ -1,0 +1,183 @@
+"""LlamaCppGenerator on a real GGUF model (SmolLM2-135M-Instruct, Q4_1) through llama.cpp.
+
+Skipped cleanly when llama-cpp-python is not installed (it is an optional extra that builds
+from source); CI installs it (scripts/install_llamacpp.sh), and there a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from reasoning.judges import ConfidenceJudge
+from reasoning.loop import LoopConfig, StepLoop
+from reasoning.policies import AlwaysTarget, ThresholdPolicy
+from reasoning.protocols import JudgeRequest
+from reasoning.segmenter import BlankLineSegmenter
+from reasoning.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationParams,
+    GenerationRequest,
+    Problem,
+    Route,
+    Segment,
+    StopReason,
+)
+from tests.engine.conftest import require_llama_cpp
+from tests.engine.test_vllm import Recording, _gsm8k
+
+pytestmark = pytest.mark.engine
+
+BUDGET = 96
+
+
+def _req(messages, max_tokens: int, stop=("\n\n",), prefix=(), logprobs=None, rid="r", pid="p",
+         temperature=0.0, seed=None) -> GenerationRequest:
+    return GenerationRequest(rid, pid, tuple(messages), tuple(prefix),
+                             GenerationParams(max_tokens=max_tokens, stop=stop, logprobs=logprobs,
+                                              temperature=temperature, seed=seed))
+
+
+@pytest.fixture(scope="module")
+def llama():
+    require_llama_cpp()
+    from reasoning.backends.llamacpp import LlamaCppGenerator
+    from reasoning.cpu_models import ensure_gguf
+
+    path = ensure_gguf("smollm2-135m")
+    gen = LlamaCppGenerator(str(path), name="llama", n_ctx=1024, max_sequences=4, n_threads=2)
+    yield gen
+    gen.close()
+
+
+def test_stop_string_ends_the_step_and_is_kept(llama, chat):
+    c = llama.generate([_req(chat, 200)])[0]
+    assert c.finish_reason is FinishReason.STOP, c
+    assert "\n\n" in c.text[-8:] and "\n\n" not in c.text[:-8].rstrip("\n")
+    assert c.text == llama.decode(c.token_ids)
+    assert c.prompt_tokens == len(llama.chat_ids(chat))
+    free = llama.generate([_req(chat, c.num_tokens + 5, stop=())])[0]
+    assert free.token_ids[:c.num_tokens] == c.token_ids, "a stop string only cuts; it does not change tokens"
+
+
+def test_finish_reasons_length_and_eos(llama):
+    short = (ChatMessage("user", "Say only the word: yes"),)
+    length, eos = llama.generate([_req(short, 1, stop=()), _req(short, 64, stop=(), pid="q")])
+    assert length.finish_reason is FinishReason.LENGTH and length.num_tokens == 1
+    assert eos.finish_reason is FinishReason.EOS, eos
+    assert 0 < eos.num_tokens < 64
+    assert not any(llama.is_end(t) for t in eos.token_ids), "the end token is not part of token_ids"
+    assert "<|im_end|>" not in eos.text and eos.text.strip()
+
+
+def test_logprobs_shapes(llama, chat):
+    none, zero, three = llama.generate([_req(chat, 12, logprobs=lp, pid=f"lp{lp}") for lp in (None, 0, 3)])
+    assert none.logprobs is None and none.top_logprobs is None
+    assert zero.token_ids == none.token_ids == three.token_ids
+    assert len(zero.logprobs) == zero.num_tokens and zero.top_logprobs is None
+    assert all(lp <= 0 and math.isfinite(lp) for lp in zero.logprobs)
+    assert len(three.logprobs) == len(three.top_logprobs) == three.num_tokens
+    for lp, top in zip(three.logprobs, three.top_logprobs):
+        assert 1 <= len(top) <= 3
+        assert max(top.values()) == pytest.approx(lp, abs=1e-4)  # greedy: sampled = best
+        assert sum(math.exp(v) for v in top.values()) <= 1.0 + 1e-4
+    assert three.logprobs == pytest.approx(zero.logprobs, abs=1e-3)
+
+
+def test_greedy_is_deterministic_and_batch_independent(llama, chat):
+    other = (ChatMessage("user", "Name three colours."),)
+    a = llama.generate([_req(chat, 24, pid="a")])[0]
+    b, _ = llama.generate([_req(chat, 24, pid="b"), _req(other, 24, pid="c")])
+    c = llama.generate([_req(chat, 24, pid="a")])[0]  # its prompt now fully cached
+    assert a.token_ids == b.token_ids == c.token_ids and a.text == b.text
+    assert c.cached_prompt_tokens == c.prompt_tokens  # nothing evaluated again
+    assert b.seconds > 0
+
+
+def test_sampling_is_seeded(llama, chat):
+    x, y, z = llama.generate([_req(chat, 16, stop=(), temperature=1.0, seed=s, pid=f"s{i}")
+                              for i, s in enumerate((7, 7, 8))])
+    assert x.token_ids == y.token_ids
+    assert x.token_ids != z.token_ids
+
+
+def test_more_requests_than_sequences(llama, chat):
+    reqs = [_req(chat, 6, stop=(), pid=f"m{i}") for i in range(6)]  # 4 sequences
+    out = llama.generate(reqs)
+    assert len(out) == 6 and len({c.token_ids for c in out}) == 1
+
+
+def test_prefix_reuse_evaluates_only_the_new_tokens(llama, chat):
+    """The second step of a problem costs its new tokens: read from llama.cpp's own counters."""
+    first = llama.generate([_req(chat, 200, pid="reuse")])[0]
+    seg = Segment(first.text, llama.name, first.token_ids)
+    before = llama.perf()
+    second = llama.generate([_req(chat, 200, prefix=(seg,), pid="reuse")])[0]
+    after = llama.perf()
+    evaluated = (after["prompt_eval_tokens"] - before["prompt_eval_tokens"]
+                 + after["eval_tokens"] - before["eval_tokens"])
+    decoded = second.num_tokens - (0 if second.finish_reason is FinishReason.EOS else 1)
+    assert second.prompt_tokens == first.prompt_tokens + first.num_tokens
+    assert second.cached_prompt_tokens == second.prompt_tokens - 1  # only the last step's last id is new
+    assert evaluated == (second.prompt_tokens - second.cached_prompt_tokens) + decoded
+    assert evaluated < second.prompt_tokens
+
+
+def test_own_segments_reuse_ids_and_steps_join_to_one_decode(llama, chat):
+    whole = llama.generate([_req(chat, 30, stop=(), pid="w")])[0]
+    head = llama.generate([_req(chat, 12, stop=(), pid="h")])[0]
+    seg = Segment(head.text, llama.name, head.token_ids)
+    tail = llama.generate([_req(chat, 18, stop=(), prefix=(seg,), pid="h")])[0]
+    assert head.token_ids + tail.token_ids == whole.token_ids
+    assert head.text + tail.text == whole.text
+    foreign = Segment(head.text, "other", (1, 2, 3))
+    assert llama.prompt_ids(_req(chat, 1, prefix=(foreign,)))[-1] != 3
+
+
+def test_always_target_loop_reproduces_greedy_decoding(llama, chat):
+    """The degenerate check: step by step through the loop = one plain greedy decode."""
+    problem = Problem("apples", chat[-1].content, "8")
+    ref = llama.generate([_req(chat, BUDGET, stop=(), pid="ref")])[0]
+    target = Recording(llama)
+    loop = StepLoop(draft=llama, target=target, judge=ConfidenceJudge(), policy=AlwaysTarget(),
+                    segmenter=BlankLineSegmenter(max_step_tokens=BUDGET),
+                    config=LoopConfig(stop_at_answer=False, max_repeats=0, token_budget=BUDGET,
+                                      max_steps=1000))
+    (trace,) = loop.run([problem])
+    ids = tuple(t for c in target.completions for t in c.token_ids)
+    assert len(trace.steps) >= 2, "the answer should span several steps"
+    assert ids == ref.token_ids
+    assert trace.text == ref.text
+    assert all(s.route is Route.TARGET for s in trace.steps)
+    want = {FinishReason.LENGTH: StopReason.TOKEN_BUDGET, FinishReason.EOS: StopReason.EOS}
+    assert trace.stop_reason is want[ref.finish_reason]
+    # later steps reused the earlier steps' KV: each prompt was cached but for its newest id
+    assert all(c.cached_prompt_tokens == c.prompt_tokens - 1 for c in target.completions[1:])
+
+
+def test_confidence_and_target_judges_run_on_llamacpp(llama):
+    from rewards.target_judge import TargetJudge
+
+    problems = _gsm8k(2)
+    loop = StepLoop(draft=Recording(llama, "draft"), target=llama, judge=ConfidenceJudge(),
+                    policy=ThresholdPolicy(threshold=0.6), segmenter=BlankLineSegmenter(max_step_tokens=48),
+                    config=LoopConfig(token_budget=64, max_steps=6))
+    traces = loop.run(problems)
+    assert all(t.error is None and t.steps for t in traces)
+    assert all(s.score is not None and 0 <= s.score <= 1 for t in traces for s in t.steps)
+
+    judge = TargetJudge(llama)
+    from reasoning.prompts import ChatPrompt
+
+    reqs = []
+    for p in problems:
+        msgs = ChatPrompt().messages(p)
+        step = llama.generate([_req(msgs, 40, pid=p.id)])[0]
+        reqs.append(JudgeRequest(p, msgs, (), step, 0))
+    t0 = time.perf_counter()
+    scores = judge.score(reqs)
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores), scores
+    assert time.perf_counter() - t0 < 60
