@@ -8,6 +8,7 @@ run writes its traces, config and summary into a folder of its own.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,8 @@ from typing import Any
 
 from reasoning.errors import UserError
 from recipes import _cli
+
+log = logging.getLogger(__name__)
 
 EXIT_PROBLEMS_FAILED = 3
 
@@ -89,6 +92,38 @@ def build_judge(judge_cfg: Any, models: Mapping[str, Any]) -> tuple[Any, bool]:
     return judge, bound
 
 
+def wrap_with_cache(cfg: Any, draft: Any, target: Any, judge: Any, judge_bound: bool, *,
+                    judge_cfg: Any = None, store: Any = None) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    """With ``cfg.cache.path`` set: the step cache and the cached draft, target and judge.
+
+    Returns ``(cache or None, draft, target, judge, {name: wrapper})``. A model's identity in
+    the cache is its resolved config node (``cfg.draft``, ``cfg.target``); a judge's is its node
+    (``judge_cfg``, default ``cfg.judge``) plus, when it was bound to the run's models, theirs.
+    ``store``, an open :class:`~reasoning.cache.StepCache`, is used instead of opening
+    ``cfg.cache.path`` again (several runs of one program share it); each call makes new
+    wrappers, whose counts are that run's.
+    """
+    from omegaconf import OmegaConf
+
+    c = cfg.get("cache") or {}
+    if not c.get("path"):
+        return None, draft, target, judge, {}
+    from reasoning.cache import CachedGenerator, CachedJudge, StepCache, model_identity
+
+    if store is None:
+        store = StepCache(c.path)
+        log.info("step cache %s (%d entries)", store.path, len(store))
+    ids = {"draft": model_identity(cfg.draft), "target": model_identity(cfg.target)}
+    wrapped: dict[str, Any] = {"draft": CachedGenerator(draft, store, ids["draft"]),
+                               "target": CachedGenerator(target, store, ids["target"])}
+    if c.get("judge", True):
+        node = cfg.judge if judge_cfg is None else judge_cfg
+        jid = model_identity({"judge": OmegaConf.to_container(node, resolve=True),
+                              "models": ids if judge_bound else None})
+        wrapped["judge"] = CachedJudge(judge, store, jid)
+    return store, wrapped["draft"], wrapped["target"], wrapped.get("judge", judge), wrapped
+
+
 def models_needed(policies: Iterable[Any]) -> list[str]:
     """Which of draft and target runs under these policies will call.
 
@@ -140,6 +175,13 @@ def run_into(pipe: Any, problems: Sequence, out: Path, config: str, *, progress:
     _account(summary, dict(lazies), loaded0, dict(wrapped), stats0)
     write_summary(out, summary)
     return summary
+
+
+def print_cache_hits(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """A line per run of the step cache's hits out of its lookups, per model and judge."""
+    for name, summ in rows:
+        counts = ", ".join(f"{n} {c['hits']}/{c['hits'] + c['misses']}" for n, c in summ["cache"].items())
+        print(f"step cache hits ({name}): {counts}")
 
 
 def warn_token_budget(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> None:

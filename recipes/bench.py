@@ -1,9 +1,11 @@
-"""Benchmarks: the step loop's own overhead, and methods side by side on the same loaded models.
+r"""Benchmarks: the step loop's own overhead, and methods side by side on the same loaded models.
 
     python -m recipes.bench recipe=overhead                    # the loop alone, 1000 x 20 steps
     python -m recipes.bench recipe=overhead bench.problems=50 bench.steps=10
     python -m recipes.bench                                    # recipe=cpu-pair: real models
     python -m recipes.bench bench.presets=[cpu-demo,specreason] dataset.sample=20
+    python -m recipes.bench 'bench.presets=[specreason]' 'bench.sweep={policy.threshold:[0.9,0.7]}' \
+        cache.path=runs/cache.sqlite
 
 ``bench.mode: overhead`` (``recipe=overhead``) runs the step loop over ``bench.problems``
 synthetic problems of ``bench.steps`` steps each, with the scripted draft and target
@@ -20,7 +22,15 @@ judge and policy; the models, problems, segmenter, prompt and loop are the bench
 every run. Each run writes ``traces.jsonl``, ``config.yaml`` and ``summary.json`` into a
 sub-folder named after it (``python -m recipes.compare RUN_FOLDER`` reads them as a sweep);
 ``bench.json`` gathers, per run, accuracy, wall seconds, speed-up over target-only, the share of
-steps the target wrote, tokens per model and judge seconds.
+steps the target wrote, tokens per model and judge seconds, and the bench's own wall seconds
+(``wall_seconds_total``; the models' build time, ``load_seconds``, left out).
+
+``bench.sweep`` (``{key: [values]}``, a ``judge.*`` or ``policy.*`` key) turns each preset into
+one run per value, named ``<preset>-<last part of key>=<value>``, whose ``config.yaml`` records
+the value; ``bench.json`` then gives under ``sweep`` the points' wall seconds in all and the most
+expensive point's (the one with the most target tokens). With ``cache.path`` (as in
+``recipes.evaluate``) every run goes through one step cache, so each point computes only the
+steps no earlier run did; runs with cache hits do not measure standalone time.
 
 The run folder is Hydra's (``hydra.run.dir``, default ``runs/bench/<recipe>/<time>``).
 """
@@ -32,6 +42,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 import tracemalloc
@@ -282,74 +293,257 @@ def compose_preset(name: str) -> Any:
     return cfg
 
 
-def run_names(baselines: Sequence[str], presets: Sequence[str]) -> list[str]:
-    """The runs in order, baselines first; a name listed twice is refused.
+SWEPT_SECTIONS = ("judge", "policy")
+"""The parts of a run its preset gives, so the only ones a sweep of ``bench.sweep`` can change."""
+SWEEP_NOTE = ("runs with step-cache hits do not measure standalone time: their wall seconds leave out "
+              "what the cache answered; engine seconds count it at the seconds it took when computed")
 
-    >>> run_names(["target-only"], ["cpu-demo"])
-    ['target-only', 'cpu-demo']
+
+def sweep_of(node: Any) -> tuple[str, list[Any]] | None:
+    """``bench.sweep`` as ``(key, values)``, or None when there is none.
+
+    >>> sweep_of({"policy.threshold": [0.9, 0.8]}), sweep_of(None)
+    (('policy.threshold', [0.9, 0.8]), None)
+
+    Raises:
+        UserError: not a mapping of one ``judge.*`` or ``policy.*`` key to a non-empty list.
     """
-    names = [str(x) for x in [*baselines, *presets]]
+    from omegaconf import OmegaConf
+
+    if node is None:
+        return None
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    example = "e.g. bench.sweep={policy.threshold:[0.9,0.8]}"
+    if not isinstance(plain, dict) or len(plain) != 1:
+        raise UserError(f"bench.sweep must map one key of the method to a list of values ({example}), "
+                        f"got {plain!r}")
+    (key, values), = plain.items()
+    key = str(key)
+    if key.split(".")[0] not in SWEPT_SECTIONS or "." not in key:
+        raise UserError(f"bench.sweep: {key} is not a key of the method: each run takes only "
+                        f"{' and '.join(s + '.*' for s in SWEPT_SECTIONS)} from its preset "
+                        f"(set {key}=... for the whole bench)")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"bench.sweep: {key} needs a non-empty list of values ({example}), got {values!r}")
+    seen = [json.dumps(v, sort_keys=True) for v in values]
+    twice = sorted({v for v in seen if seen.count(v) > 1})
+    if twice:
+        raise UserError(f"bench.sweep: {key} lists {', '.join(twice)} more than once")
+    return key, values
+
+
+def point_name(preset: str, key: str, value: Any) -> str:
+    """A sweep point's run name (its sub-folder): the preset, the key's last part and the value.
+
+    >>> point_name("specreason", "policy.threshold", 0.9), point_name("x", "judge.mode", "a/b")
+    ('specreason-threshold=0.9', 'x-mode=a_b')
+    """
+    v = value if isinstance(value, str) else json.dumps(value)
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{preset}-{key.rsplit('.', 1)[-1]}={v}")
+
+
+def plan_runs(baselines: Sequence[str], presets: Sequence[str],
+              sweep: tuple[str, Sequence[Any]] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """The runs in order, as ``(run name, preset, {key: swept value} or {})``: baselines first,
+    then each preset, or, with a sweep, each of its points in the order of the values.
+
+    >>> plan_runs(["target-only"], ["cpu-demo"])
+    [('target-only', 'target-only', {}), ('cpu-demo', 'cpu-demo', {})]
+    >>> [n for n, _, _ in plan_runs([], ["specreason"], ("policy.threshold", [0.9, 0.8]))]
+    ['specreason-threshold=0.9', 'specreason-threshold=0.8']
+
+    Raises:
+        UserError: nothing to run, a sweep without presets, or a name listed twice.
+    """
+    plan = [(str(b), str(b), {}) for b in baselines]
+    for p in map(str, presets):
+        if sweep is None:
+            plan.append((p, p, {}))
+        else:
+            key, values = sweep
+            plan += [(point_name(p, key, v), p, {key: v}) for v in values]
+    names = [n for n, _, _ in plan]
     if not names:
         raise UserError("bench: nothing to run: bench.baselines and bench.presets are both empty")
+    if sweep is not None and not presets:
+        raise UserError(f"bench.sweep of {sweep[0]} applies to each of bench.presets, which is empty")
     twice = sorted({x for x in names if names.count(x) > 1})
     if twice:
-        raise UserError(f"bench: {', '.join(twice)} listed twice in bench.baselines and bench.presets")
-    return names
+        where = "bench.baselines and bench.presets" + (" (with bench.sweep)" if sweep else "")
+        raise UserError(f"bench: {', '.join(twice)} listed twice in {where}")
+    return plan
 
 
-def run_entry(name: str, summary: dict[str, Any], speedup: float | None) -> dict[str, Any]:
-    """What ``bench.json`` keeps of one run's summary."""
-    return {"dir": name, "policy": summary.get("policy"), "problems": summary["problems"],
-            "accuracy": summary["accuracy"], "correct": summary["correct"], "graded": summary["graded"],
-            "accuracy_ci95": summary["accuracy_ci95"], "wall_seconds": summary["wall_seconds"],
-            "speedup_vs_target_only": speedup, "target_step_share": summary["target_step_share"],
-            "tokens": summary["tokens"], "judge_seconds": summary["seconds"]["judge"],
-            "judge_calls": summary["judge_calls"], "draft_acceptance": summary["draft_acceptance"],
-            "token_budget_share": summary["token_budget_share"], "errors": summary["errors"]}
+def sweep_point(method: Any, preset: str, point: dict[str, Any]) -> Any:
+    """The preset's composed config ``method`` with the sweep ``point`` set (a copy; no point:
+    ``method`` itself).
+
+    Raises:
+        UserError: a key the preset does not have, naming the keys it has.
+    """
+    import copy
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    if not point:
+        return method
+    missing = object()
+    out = copy.deepcopy(method)
+    for key, value in point.items():
+        if OmegaConf.select(method, key, default=missing) is missing:
+            section = key.split(".")[0]
+            have = sorted(f"{section}.{k}" for k in (method.get(section) or {}) if not str(k).startswith("_"))
+            near = difflib.get_close_matches(key, have, n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise UserError(f"bench.sweep: preset {preset!r} has no key {key} "
+                            f"(it has {', '.join(have)}){hint}")
+        OmegaConf.update(out, key, value, merge=False)
+    return out
+
+
+def run_entry(name: str, summary: dict[str, Any], speedup: float | None, preset: str | None = None,
+              point: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``bench.json`` keeps of one run's summary (``preset``: the preset it ran, ``point``: the
+    swept value of a sweep point)."""
+    entry = {"dir": name, "preset": preset or name, **({"point": dict(point)} if point else {}),
+             "policy": summary.get("policy"), "problems": summary["problems"],
+             "accuracy": summary["accuracy"], "correct": summary["correct"], "graded": summary["graded"],
+             "accuracy_ci95": summary["accuracy_ci95"], "wall_seconds": summary["wall_seconds"],
+             "speedup_vs_target_only": speedup, "target_step_share": summary["target_step_share"],
+             "tokens": summary["tokens"], "judge_seconds": summary["seconds"]["judge"],
+             "judge_calls": summary["judge_calls"], "draft_acceptance": summary["draft_acceptance"],
+             "token_budget_share": summary["token_budget_share"], "errors": summary["errors"]}
+    entry.update({k: summary[k] for k in ("cache_hits", "cache_misses", "cache", "load_seconds")
+                  if k in summary})
+    return entry
+
+
+def sweep_report(key: str, values: Sequence[Any],
+                 points: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What ``bench.json`` says of a sweep: its points' wall seconds in all, and its most
+    expensive point, the one whose target generated the most tokens (the first of equals).
+
+    ``engine_seconds`` is the point's draft, judge and target seconds, cache hits counted at the
+    seconds they took when computed: what it would take alone, but for the loop's own time.
+
+    >>> s = {"wall_seconds": 2.0, "tokens": {"target": 30},
+    ...      "seconds": {"draft": 1.0, "judge": 0.0, "target": 1.0}}
+    >>> r = sweep_report("policy.threshold", [0.9, 0.5], [("a", s), ("b", {**s, "wall_seconds": 0.5,
+    ...                  "tokens": {"target": 10}, "cache_hits": 4})])
+    >>> top = r["most_expensive_point"]
+    >>> r["wall_seconds_total_points"], top["name"], top["wall_seconds"], top["engine_seconds"]
+    (2.5, 'a', 2.0, 2.0)
+    """
+    name, top = max(points, key=lambda p: p[1]["tokens"]["target"])
+    return {"key": key, "values": list(values), "points": [n for n, _ in points],
+            "wall_seconds_total_points": sum(s.get("wall_seconds") or 0.0 for _, s in points),
+            "most_expensive_point": {"name": name, "wall_seconds": top.get("wall_seconds"),
+                                     "target_tokens": top["tokens"]["target"],
+                                     "engine_seconds": sum(top["seconds"].values()),
+                                     "cache_hits": top.get("cache_hits", 0)},
+            "note": SWEEP_NOTE}
+
+
+def footer(result: dict[str, Any]) -> str:
+    """The lines under the table: the bench's wall time and, after a sweep, the sweep's against its
+    most expensive point's.
+
+    >>> r = {"wall_seconds_total": 9.0, "load_seconds": {"target": 3.0}, "sweep": {
+    ...      "key": "policy.threshold", "points": ["a", "b"], "wall_seconds_total_points": 6.0,
+    ...      "most_expensive_point": {"name": "a", "wall_seconds": 4.0, "engine_seconds": 5.0,
+    ...                               "cache_hits": 0}, "note": "n"}}
+    >>> print(footer(r))
+    wall seconds: 9.00 for the whole bench (models loaded: target 3.00 s, not counted)
+    sweep of policy.threshold, 2 points: 6.00 s in all, 1.50x its most expensive point
+    most expensive point (most target tokens): a, 4.00 s (engine seconds 5.00)
+    """
+    loads = ", ".join(f"{n} {v:.2f} s" for n, v in (result.get("load_seconds") or {}).items()) or "none"
+    lines = [f"wall seconds: {result['wall_seconds_total']:.2f} for the whole bench "
+             f"(models loaded: {loads}, not counted)"]
+    sw = result.get("sweep")
+    if sw:
+        top, total = sw["most_expensive_point"], sw["wall_seconds_total_points"]
+        wall = top["wall_seconds"]
+        ratio = f", {total / wall:.2f}x its most expensive point" if wall else ""
+        n = len(sw["points"])
+        lines.append(f"sweep of {sw['key']}, {n} point{'s' * (n != 1)}: {total:.2f} s in all{ratio}")
+        lines.append(f"most expensive point (most target tokens): {top['name']}, {wall or 0.0:.2f} s "
+                     f"(engine seconds {top['engine_seconds']:.2f})")
+        if top["cache_hits"]:
+            lines.append(f"note: {top['name']} had {top['cache_hits']} step-cache hits; {sw['note']}")
+    return "\n".join(lines)
+
+
+def _loaded_seconds(lazies: dict[str, Any]) -> float:
+    return sum(g.load_seconds for g in lazies.values())
 
 
 def run_models(cfg, out: Path, recipe: str | None) -> int:
-    """The models bench: every run on the same loaded models; writes the runs and ``bench.json``."""
+    """The models bench: every run on the same loaded models; writes the runs and ``bench.json``.
+
+    With ``cache.path`` every run's draft, target and judge go through one step cache, and a
+    model is built at its first miss (its build time is taken off that run's wall time).
+    """
     from reasoning.metrics import format_table
     from reasoning.pipeline import Pipeline, close_all
     from recipes.compare import speedup
 
-    names = run_names(cfg.bench.baselines, cfg.bench.presets)
+    sweep = sweep_of(cfg.bench.get("sweep"))
+    plan = plan_runs(cfg.bench.baselines, cfg.bench.presets, sweep)
     # Cheap parts first, every run's included, so a bad value fails before any model loads.
     segmenter = _cli.instantiate(cfg.segmenter, "segmenter")
     loop = _cli.instantiate(cfg.loop, "loop")
     prompt = _cli.instantiate(cfg.prompt, "prompt")
-    methods = {n: compose_preset(n) for n in names}
+    presets = {p: compose_preset(p) for _, p, _ in plan}
+    methods = {n: sweep_point(presets[p], p, point) for n, p, point in plan}
     problems, _report = _runs.load_problems(cfg)
     lazies = _runs.lazy_models(cfg)
-    pipes, configs = {}, {}
-    for n, m in methods.items():
-        policy = _cli.instantiate(m.policy, f"{n}: policy")
-        judge, _bound = _runs.build_judge(m.judge, lazies)
-        pipes[n] = Pipeline(draft=lazies["draft"], target=lazies["target"], judge=judge, policy=policy,
-                            segmenter=segmenter, prompt=prompt, loop=loop)
-        configs[n] = _runs.resolved_config(cfg, _NOT_RESULT_KEYS, judge=m.judge, policy=m.policy)
+    pipes, configs, wrapped = {}, {}, {}
+    store = None
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
-        load_s = _cli.load_models(_runs.models_needed(p.policy for p in pipes.values()), lazies)
-        for n in names:
-            log.info("bench run %s (%d of %d)", n, len(rows) + 1, len(names))
+        for n, m in methods.items():
+            policy = _cli.instantiate(m.policy, f"{n}: policy")
+            judge, bound = _runs.build_judge(m.judge, lazies)
+            store, draft, target, judge, wrapped[n] = _runs.wrap_with_cache(
+                cfg, lazies["draft"], lazies["target"], judge, bound, judge_cfg=m.judge, store=store)
+            pipes[n] = Pipeline(draft=draft, target=target, judge=judge, policy=policy, segmenter=segmenter,
+                                prompt=prompt, loop=loop)
+            configs[n] = _runs.resolved_config(cfg, _NOT_RESULT_KEYS, judge=m.judge, policy=m.policy)
+        # Models load before any clock starts; with the step cache, at their first miss instead
+        # (a model no run misses on is never built), and that time is taken off.
+        if store is None:
+            _cli.load_models(_runs.models_needed(p.policy for p in pipes.values()), lazies)
+        loaded0, t0 = _loaded_seconds(lazies), time.perf_counter()
+        for i, (n, _, _) in enumerate(plan, 1):
+            log.info("bench run %s (%d of %d)", n, i, len(plan))
             rows.append((n, _runs.run_into(pipes[n], problems, out / n, configs[n], progress=cfg.progress,
-                                           lazies=lazies)))
+                                           lazies=lazies, wrapped=wrapped[n])))
+        total_s = time.perf_counter() - t0 - (_loaded_seconds(lazies) - loaded0)
+        load_s = {k: round(g.load_seconds, 2) for k, g in lazies.items() if g.loaded}
     finally:
         close_all(list(lazies.values()))
+        if store is not None:
+            store.close()
     base = next((s for _, s in rows if s.get("policy") == "AlwaysTarget"), None)
     bw = base.get("wall_seconds") if base is not None else None
     speedups = [speedup(bw, s.get("wall_seconds")) for _, s in rows]
     result = {"mode": "models", "recipe": recipe, "problems": len(problems),
               "dataset": _plain(cfg.dataset),
-              "load_seconds": load_s,
-              "runs": {n: run_entry(n, s, sp) for (n, s), sp in zip(rows, speedups)}}
+              "load_seconds": load_s, "wall_seconds_total": total_s,
+              "runs": {n: run_entry(n, s, sp, preset, point)
+                       for (n, s), sp, (_, preset, point) in zip(rows, speedups, plan)}}
+    if sweep is not None:
+        result["sweep"] = sweep_report(*sweep, [r for r, (_, _, point) in zip(rows, plan) if point])
     path = _write_bench(out, result)
     print(format_table(rows, speedups=speedups if base is not None else None))
     print("judge seconds: " + ", ".join(f"{n} {s['seconds']['judge']:.2f}" for n, s in rows))
+    if store is not None:
+        _runs.print_cache_hits(rows)
     if base is None:
         print("no target-only run (bench.baselines), so no speed-ups")
+    print(footer(result))
     _runs.warn_token_budget(rows)
     print(f"bench.json: {path}")
     return _runs.exit_code(sum(s["errors"] for _, s in rows), where="each run's traces.jsonl")

@@ -162,11 +162,28 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
+def _bench_runs(folder: Path) -> dict[str, Any]:
+    """The ``runs`` of the ``bench.json`` of a folder of recipes.bench ({} if none, or unreadable)."""
+    p = folder / "bench.json"
+    if not p.is_file():
+        return {}
+    try:
+        runs = json.loads(p.read_text()).get("runs")
+    except (OSError, ValueError, AttributeError) as e:
+        log.warning("cannot read %s (%s); labelling without it", p, e)
+        return {}
+    return runs if isinstance(runs, dict) else {}
+
+
 def _recipe(run_dir: Path) -> str | None:
     h = run_dir / ".hydra" / "hydra.yaml"
     if not h.is_file():
-        # A run of recipes.bench: a sub-folder of the bench's folder, named after its preset.
-        return run_dir.name if (run_dir.parent / "bench.json").is_file() else None
+        # A run of recipes.bench: a sub-folder of the bench's folder, named after its preset (a
+        # sweep point's preset is in bench.json, so that the points of one preset form a sweep).
+        if not (run_dir.parent / "bench.json").is_file():
+            return None
+        entry = _bench_runs(run_dir.parent).get(run_dir.name)
+        return (entry.get("preset") if isinstance(entry, dict) else None) or run_dir.name
     data = _read_yaml(h) or {}
     try:
         return data["hydra"]["runtime"]["choices"]["recipe"]
@@ -222,7 +239,9 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
         if (p / SUMMARY).is_file():
             found = _expand_run(p)
         else:
-            subs = sorted((d for d in p.iterdir() if d.is_dir() and (d / SUMMARY).is_file()), key=_natural)
+            order = {name: i for i, name in enumerate(_bench_runs(p))}  # a bench's runs in its order
+            subs = sorted((d for d in p.iterdir() if d.is_dir() and (d / SUMMARY).is_file()),
+                          key=lambda d: (order.get(d.name, len(order)), _natural(d)))
             if not subs:
                 raise UserError(f"{p}: no {SUMMARY} here and no run folders inside; give a run folder "
                                 f"(it holds {SUMMARY}) or a sweep folder (its subfolders are runs)")

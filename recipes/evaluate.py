@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from reasoning.errors import UserError
 from recipes import _cli, _runs
@@ -42,32 +41,6 @@ def _fresh_folder(out: Path) -> Path:
     while (cand := out.with_name(f"{out.name}-{i}")).exists():
         i += 1
     return cand
-
-
-def _wrap_with_cache(cfg, draft, target, judge, judge_bound: bool):
-    """With ``cache.path`` set: the step cache and the cached draft, target and judge.
-
-    Returns ``(cache or None, draft, target, judge, {name: wrapper})``. A model's identity in
-    the cache is its resolved config node; a judge's is its node plus, when it was bound to the
-    run's models, theirs.
-    """
-    from omegaconf import OmegaConf
-
-    c = cfg.get("cache") or {}
-    if not c.get("path"):
-        return None, draft, target, judge, {}
-    from reasoning.cache import CachedGenerator, CachedJudge, StepCache, model_identity
-
-    store = StepCache(c.path)
-    ids = {"draft": model_identity(cfg.draft), "target": model_identity(cfg.target)}
-    wrapped: dict[str, Any] = {"draft": CachedGenerator(draft, store, ids["draft"]),
-                               "target": CachedGenerator(target, store, ids["target"])}
-    if c.get("judge", True):
-        jid = model_identity({"judge": OmegaConf.to_container(cfg.judge, resolve=True),
-                              "models": ids if judge_bound else None})
-        wrapped["judge"] = CachedJudge(judge, store, jid)
-    log.info("step cache %s (%d entries)", store.path, len(store))
-    return store, wrapped["draft"], wrapped["target"], wrapped.get("judge", judge), wrapped
 
 
 def run(cfg) -> int:
@@ -103,7 +76,7 @@ def run(cfg) -> int:
         log.info("run folder holds another config; writing to %s instead", out)
     draft, target = lazies["draft"], lazies["target"]
     judge, bound = _runs.build_judge(cfg.judge, lazies)
-    store, run_draft, run_target, judge, wrapped = _wrap_with_cache(cfg, draft, target, judge, bound)
+    store, run_draft, run_target, judge, wrapped = _runs.wrap_with_cache(cfg, draft, target, judge, bound)
     pipe = Pipeline(draft=run_draft, target=run_target, judge=judge, policy=policy, segmenter=segmenter,
                     prompt=prompt, loop=loop)
     base_policy = {"target-only": AlwaysTarget(), "draft-only": AlwaysDraft()}.get(cfg.baseline)
@@ -144,9 +117,7 @@ def run(cfg) -> int:
             store.close()
     print(format_table(rows))
     if store is not None:
-        for name, s in rows:
-            counts = ", ".join(f"{n} {c['hits']}/{c['hits'] + c['misses']}" for n, c in s["cache"].items())
-            print(f"step cache hits ({name}): {counts}")
+        _runs.print_cache_hits(rows)
     if len(rows) == 2 and rows[1][1].get("wall_seconds") and rows[0][1].get("wall_seconds"):
         print(f"speed-up vs {rows[1][0]}: {rows[1][1]['wall_seconds'] / rows[0][1]['wall_seconds']:.2f}x")
     _runs.warn_token_budget(rows)

@@ -79,6 +79,91 @@ def test_compare_reads_a_models_bench_folder(tmp_path):
     assert comp.baseline is not None and comp.baseline.label == "target-only"
 
 
+def requests_of(run_dir: Path) -> dict[str, set]:
+    """The distinct engine requests and judge scores a run needed, rebuilt from its traces: a
+    model's request is the problem and the steps before it (text and who wrote them); a score
+    adds the drafted step."""
+    need: dict[str, set] = {"draft": set(), "target": set(), "judge": set()}
+    for line in (run_dir / "traces.jsonl").read_text().splitlines():
+        t = json.loads(line)
+        prefix: tuple = ()
+        for st in t["steps"]:
+            if st["route"] == "draft":
+                need["draft"].add((t["problem_id"], prefix))
+            if st["score"] is not None:
+                need["judge"].add((t["problem_id"], prefix, st["draft_text"]))
+            if st["target_text"] is not None:
+                need["target"].add((t["problem_id"], prefix))
+            prefix += ((st["text"], st["kept"]),)
+    return need
+
+
+def test_a_cached_sweep_runs_each_point_and_computes_each_request_once(tmp_path):
+    out, cache = tmp_path / "bench", tmp_path / "c.sqlite"
+    points = ["smoke-threshold=0.5", "smoke-threshold=0.1"]
+    p = bench(*SCRIPTED, "bench.presets=[smoke]", "bench.baselines=[target-only]",
+              "bench.sweep={policy.threshold:[0.5,0.1]}", f"cache.path={cache}", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "bench.json").read_text())
+    assert list(r["runs"]) == ["target-only", *points]  # baselines first, then the points in list order
+    summaries = {n: json.loads((out / n / "summary.json").read_text()) for n in r["runs"]}
+    for name, run in r["runs"].items():
+        s = summaries[name]
+        for key in ("accuracy", "wall_seconds", "target_step_share", "tokens", "errors", "policy",
+                    "cache_hits", "cache_misses", "cache"):
+            assert run[key] == s[key], (name, key)
+    for point, value in zip(points, (0.5, 0.1)):
+        entry = r["runs"][point]
+        assert entry["preset"] == "smoke" and entry["point"] == {"policy.threshold": value}
+        cfg = (out / point / "config.yaml").read_text()
+        assert f"threshold: {value}" in cfg and "ScriptedJudge" in cfg
+        assert not any(ln.startswith(("cache:", "bench:")) for ln in cfg.splitlines())
+    # 0.5 has the target rewrite step 1 of gsm8k-test-1, 0.1 keeps the draft's: the second point
+    # re-uses the steps before that and computes the rest
+    first, second = (summaries[n] for n in points)
+    assert first["target_step_share"] > 0 and second["target_step_share"] == 0
+    assert second["cache_hits"] > 0 and second["cache_misses"] > 0
+    # every request any run needed was computed once, by the first run that needed it
+    need = [requests_of(out / n) for n in r["runs"]]
+    for model in ("draft", "target", "judge"):
+        union = set().union(*(n[model] for n in need))
+        assert sum(summaries[n]["cache"][model]["misses"] for n in r["runs"]) == len(union), model
+        for n, own in zip(r["runs"], need):
+            c = summaries[n]["cache"][model]
+            assert c["hits"] + c["misses"] == len(own[model]), (n, model)
+    # the bench's wall time, and the sweep's against its most expensive point (most target tokens)
+    walls = [s["wall_seconds"] for s in summaries.values()]
+    assert r["wall_seconds_total"] >= sum(walls) > 0
+    sw = r["sweep"]
+    assert (sw["key"], sw["values"], sw["points"]) == ("policy.threshold", [0.5, 0.1], points)
+    assert sw["wall_seconds_total_points"] == pytest.approx(first["wall_seconds"] + second["wall_seconds"])
+    top = sw["most_expensive_point"]
+    assert (top["name"], top["wall_seconds"]) == (points[0], first["wall_seconds"])
+    assert top["target_tokens"] == first["tokens"]["target"] > 0 and "standalone time" in sw["note"]
+    assert "sweep of policy.threshold, 2 points" in p.stdout and f"{points[0]}, " in p.stdout
+    assert "step cache hits (smoke-threshold=0.1)" in p.stdout
+
+
+def test_compare_draws_a_bench_sweep_as_a_line_through_its_points(tmp_path):
+    from recipes.compare import build, figure, sweeps
+
+    out = tmp_path / "bench"
+    p = bench(*SCRIPTED, "bench.presets=[smoke]", "bench.baselines=[target-only]",
+              "bench.sweep={policy.threshold:[0.5,0.1]}", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    comp = build([out])
+    assert [r.label for r in comp.runs] == ["target-only", "smoke policy.threshold=0.5",
+                                            "smoke policy.threshold=0.1"]
+    (key, line), = sweeps(comp.runs)
+    assert key == "policy.threshold" and [r.dir.name for r in line] == ["smoke-threshold=0.1",
+                                                                        "smoke-threshold=0.5"]
+    shares = [100 * s["tokens"]["target"] / (s["tokens"]["target"] + s["tokens"]["draft"])
+              for s in (r.summary for r in line)]
+    drawn = [ln for ln in figure(comp).axes[1].lines  # the sweep's line: solid, through both points
+             if len(ln.get_xdata()) == 2 and ln.get_linestyle() == "-"]
+    assert [list(ln.get_xdata()) for ln in drawn] == [pytest.approx(shares)]
+
+
 def test_rerun_into_the_same_folder_resumes_each_run(tmp_path):
     out = tmp_path / "bench"
     args = [*SCRIPTED, "bench.presets=[smoke]", "bench.baselines=[]", f"hydra.run.dir={out}"]
@@ -100,6 +185,12 @@ def test_rerun_into_the_same_folder_resumes_each_run(tmp_path):
     (["recipe=overhead", "draft=qwen2.5-coder-0.5b"], "draft must be scripted"),
     (["recipe=overhead", "judge=constant"], "bench.reject_every needs judge=scripted"),
     (["recipe=overheat"], "did you mean 'overhead'"),
+    (["bench.sweep={policy.thresold:[0.5]}"], "preset 'cpu-demo' has no key policy.thresold"),
+    (["bench.sweep={loop.token_budget:[8]}"], "loop.token_budget is not a key of the method"),
+    (["bench.sweep={policy.threshold:[]}"], "policy.threshold needs a non-empty list"),
+    (["bench.sweep={policy.threshold:[0.5,0.5]}"], "lists 0.5 more than once"),
+    (["bench.presets=[]", "bench.sweep={policy.threshold:[0.5]}"], "bench.presets, which is empty"),
+    (["bench.sweep={policy.threshold:[1.5]}"], "policy.threshold must be in [0, 1]"),
 ])
 def test_user_mistakes_exit_2_with_one_line(args, needle, tmp_path):
     p = bench(*SCRIPTED, *args, f"hydra.run.dir={tmp_path / 'r'}", timeout=60)
