@@ -142,8 +142,10 @@ class LlamaCppGenerator:
             on demand) or a path to a ``.gguf`` file.
         name: Name recorded in segments and traces; segments carrying it reuse their ids.
         n_ctx: Longest prompt + generation of one sequence, in tokens.
-        max_sequences: Sequences decoded together (and problems whose prefix stays cached).
-            The context holds ``n_ctx * max_sequences`` tokens of KV cache.
+        max_sequences: Sequences decoded together, and problems whose context stays cached:
+            keep it >= ``loop.max_in_flight`` (the problems in flight), or problems evict each
+            other and re-read their whole context at every step (a warning says so). The
+            context holds ``n_ctx * max_sequences`` tokens of KV cache.
         n_threads: CPU threads (None: all cores).
         n_batch: Most ids evaluated in one ``llama_decode`` call while reading prompts.
         seed: Seed for sampled (temperature > 0) requests that carry no seed of their own.
@@ -232,6 +234,7 @@ class LlamaCppGenerator:
         self._seqs = [_Sequence(i) for i in range(max_sequences)]
         self._chat_cache: OrderedDict[tuple[ChatMessage, ...], tuple[int, ...]] = OrderedDict()
         self._closed = False
+        self._warned = False
         self.start_seconds = time.perf_counter() - t0
         """Seconds the model took to load."""
         log.info("llama.cpp %r for %s ready in %.1f s (%d sequences x %d tokens, %d threads)",
@@ -317,6 +320,13 @@ class LlamaCppGenerator:
             if len(ids) + 1 > self.max_model_len:
                 raise ValueError(f"{key!r}: prompt of {len(ids)} tokens leaves no room in "
                                  f"n_ctx={self.max_model_len}; raise n_ctx")
+        keys = {k for k, _, _ in items if k is not None}
+        if len(keys) > len(self._seqs) and not self._warned:
+            self._warned = True
+            log.warning("llama.cpp %r: %d problems in one call, more than max_sequences=%d: problems take "
+                        "each other's sequences and read their whole context again at every step; "
+                        "raise max_sequences or lower loop.max_in_flight",
+                        self.name, len(keys), len(self._seqs))
         t0 = time.perf_counter()
         results: list[_Active] = []
         width = len(self._seqs)

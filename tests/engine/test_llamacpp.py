@@ -104,10 +104,12 @@ def test_sampling_is_seeded(llama, chat):
     assert x.token_ids != z.token_ids
 
 
-def test_more_requests_than_sequences(llama, chat):
+def test_more_requests_than_sequences(llama, chat, caplog):
     reqs = [_req(chat, 6, stop=(), pid=f"m{i}") for i in range(6)]  # 4 sequences
-    out = llama.generate(reqs)
+    with caplog.at_level("WARNING", logger="reasoning.backends.llamacpp"):
+        out = llama.generate(reqs)
     assert len(out) == 6 and len({c.token_ids for c in out}) == 1
+    assert "6 problems in one call, more than max_sequences=4" in caplog.text
 
 
 def test_prefix_reuse_evaluates_only_the_new_tokens(llama, chat):
