@@ -50,14 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reasoning.types import (
-    ChatMessage,
-    Completion,
-    FinishReason,
-    GenerationParams,
-    GenerationRequest,
-    Segment,
-)
+from reasoning.backends._ids import TokenPrompts
+from reasoning.types import ChatMessage, Completion, FinishReason, GenerationParams, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +125,7 @@ class _Active:
     logits: Any = None
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(TokenPrompts):
     """Generates step continuations with llama.cpp on a GGUF file, in this process.
 
     llama.cpp engines, unlike vLLM's, share a process without trouble: draft and target can
@@ -257,6 +251,8 @@ class LlamaCppGenerator:
         """``text``'s ids, special-token strings parsed as special tokens, no BOS added."""
         return self._model.tokenize(text.encode("utf-8"), False, True) if text else []
 
+    encode_text = tokenize
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids`` (their byte pieces joined, special tokens kept)."""
         return b"".join(self._piece(int(t)) for t in ids).decode("utf-8", "replace")
@@ -278,19 +274,6 @@ class LlamaCppGenerator:
         self._chat_cache[key] = ids
         if len(self._chat_cache) > 1024:
             self._chat_cache.popitem(last=False)
-        return ids
-
-    def segment_ids(self, seg: Segment) -> list[int]:
-        """A prefix segment's ids: its own ids if this generator wrote it, else its text encoded."""
-        if seg.source == self.name and seg.token_ids is not None:
-            return list(seg.token_ids)
-        return self.tokenize(seg.text)
-
-    def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        """Token ids of the whole prompt for ``request``: the chat, then the answer so far."""
-        ids = list(self.chat_ids(request.messages))
-        for seg in request.prefix:
-            ids.extend(self.segment_ids(seg))
         return ids
 
     # -- generation --------------------------------------------------------------------------
@@ -398,7 +381,6 @@ class LlamaCppGenerator:
 
     def _prefill(self, feeds: Sequence[tuple[_Active, Sequence[int]]]) -> None:
         """Evaluate each request's new prompt ids, ``n_batch`` ids per ``llama_decode``."""
-        batch = self._batch.batch
         n = 0
         last: list[tuple[int, _Active]] = []
         for a, ids in feeds:
@@ -407,12 +389,7 @@ class LlamaCppGenerator:
                     self._decode(n, last)
                     n, last = 0, []
                 is_last = j == len(ids) - 1
-                batch.token[n] = tok
-                batch.pos[n] = len(a.seq.tokens)
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = a.seq.seq_id
-                batch.logits[n] = is_last
-                a.seq.tokens.append(tok)
+                self._put(n, tok, a.seq, is_last)
                 if is_last:
                     last.append((n, a))
                 n += 1
@@ -421,16 +398,19 @@ class LlamaCppGenerator:
 
     def _decode_one(self, running: Sequence[_Active]) -> None:
         """Evaluate the last sampled id of every running request in one ``llama_decode``."""
-        batch = self._batch.batch
         for n, a in enumerate(running):
-            tok = a.ids[-1]
-            batch.token[n] = tok
-            batch.pos[n] = len(a.seq.tokens)
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = a.seq.seq_id
-            batch.logits[n] = True
-            a.seq.tokens.append(tok)
+            self._put(n, a.ids[-1], a.seq, True)
         self._decode(len(running), list(enumerate(running)))
+
+    def _put(self, n: int, tok: int, seq: _Sequence, logits: bool) -> None:
+        """Slot ``n`` of the batch: ``tok`` at the next position of ``seq``."""
+        batch = self._batch.batch
+        batch.token[n] = tok
+        batch.pos[n] = len(seq.tokens)
+        batch.n_seq_id[n] = 1
+        batch.seq_id[n][0] = seq.seq_id
+        batch.logits[n] = logits
+        seq.tokens.append(tok)
 
     def _decode(self, n: int, outputs: Sequence[tuple[int, _Active]]) -> None:
         np = self._np
@@ -518,12 +498,6 @@ class LlamaCppGenerator:
                 except Exception as e:  # noqa: BLE001 - closing must not raise
                     log.warning("llama.cpp %r: close failed: %s", self.name, e)
         log.info("llama.cpp %r closed", self.name)
-
-    def __enter__(self) -> LlamaCppGenerator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LlamaCppGenerator(name={self.name!r}, model={self.model!r})"

@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest, Segment
+from reasoning.backends._ids import TokenPrompts
+from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ServerRequestError(ValueError):
     """A server refused a request as malformed (HTTP 4xx): retrying would not help."""
 
 
-class ServerGenerator:
+class ServerGenerator(TokenPrompts):
     """Generates step continuations on one or more OpenAI-compatible servers of one model.
 
     Args:
@@ -167,16 +168,8 @@ class ServerGenerator:
             self._chat_cache[key] = ids
         return ids
 
-    def segment_ids(self, seg: Segment) -> list[int]:
-        if seg.source == self.name and seg.token_ids is not None:
-            return list(seg.token_ids)
-        return self._tokens({"prompt": seg.text, "add_special_tokens": False}) if seg.text else []
-
-    def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        ids = list(self.chat_ids(request.messages))
-        for seg in request.prefix:
-            ids.extend(self.segment_ids(seg))
-        return ids
+    def encode_text(self, text: str) -> list[int]:
+        return self._tokens({"prompt": text, "add_special_tokens": False})
 
     # -- generation --------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:

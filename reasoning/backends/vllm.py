@@ -36,7 +36,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest, Segment
+from reasoning.backends._ids import TokenPrompts
+from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _resolve(model: str) -> str:
     return str(resolve_model(model))
 
 
-class VLLMGenerator:
+class VLLMGenerator(TokenPrompts):
     """Generates step continuations with a ``vllm.LLM`` engine held in this process.
 
     Prompts go to vLLM as token ids, never as text: the chat is rendered with the model's
@@ -168,18 +169,9 @@ class VLLMGenerator:
             self._chat_cache.popitem(last=False)
         return ids
 
-    def segment_ids(self, seg: Segment) -> list[int]:
-        """A prefix segment's ids: its own ids if this generator wrote it, else its text encoded."""
-        if seg.source == self.name and seg.token_ids is not None:
-            return list(seg.token_ids)
-        return list(self._tokenizer.encode(seg.text, add_special_tokens=False))
-
-    def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        """Token ids of the whole prompt for ``request``: the chat, then the answer so far."""
-        ids = list(self.chat_ids(request.messages))
-        for seg in request.prefix:
-            ids.extend(self.segment_ids(seg))
-        return ids
+    def encode_text(self, text: str) -> list[int]:
+        """``text``'s ids, without special tokens added."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def decode(self, ids: Sequence[int], context: Sequence[int] = ()) -> str:
         """The text ``ids`` add after ``context`` (special tokens kept, spaces not cleaned up).
@@ -310,12 +302,6 @@ class VLLMGenerator:
         except Exception:  # noqa: BLE001
             pass
         log.info("vLLM engine %r closed", self.name)
-
-    def __enter__(self) -> VLLMGenerator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"VLLMGenerator(name={self.name!r}, model={self.model!r})"

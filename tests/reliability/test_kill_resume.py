@@ -88,7 +88,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(seed, reference, tmp_pa
                                            (signal.SIGINT, 130, "interrupted")])
 def test_sigterm_and_ctrl_c_stop_cleanly_and_say_how_to_resume(sig, code, word, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(cmd(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # 5x slower tokens than the other tests: on a loaded machine this process may see the second
+    # trace line late, and the run must still be mid-way when the signal lands (at 4 ms a token
+    # a run once finished in between, and exited 0).
+    slower = ["draft.seconds_per_token=0.02", "target.seconds_per_token=0.02"]
+    proc = subprocess.Popen(cmd(out, *slower), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     traces = out / "traces.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (traces.exists() and traces.read_text().count("\n") >= 2):
