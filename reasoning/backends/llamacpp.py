@@ -313,8 +313,19 @@ class LlamaCppGenerator(TokenPrompts):
         t0 = time.perf_counter()
         results: list[_Active] = []
         width = len(self._seqs)
-        for start in range(0, len(items), width):
-            results.extend(self._run_wave(items[start:start + width], start))
+        # Waves of at most `width` items, at most one per problem: two requests of one problem
+        # (the shadow collection scores a draft and a target step) then both find its sequence.
+        waves: list[tuple[list[int], set]] = []
+        for i, (key, _, _) in enumerate(items):
+            for idx, keys in waves:
+                if len(idx) < width and (key is None or key not in keys):
+                    idx.append(i)
+                    keys.add(key)
+                    break
+            else:
+                waves.append(([i], {key}))
+        for idx, _ in waves:
+            results.extend(self._run_wave([items[i] for i in idx], idx))
         seconds = (time.perf_counter() - t0) / max(len(items), 1)
         results.sort(key=lambda a: a.index)
         return [self._completion(a, seconds) for a in results]
@@ -335,7 +346,7 @@ class LlamaCppGenerator(TokenPrompts):
             chosen.append(best)
         return chosen
 
-    def _run_wave(self, items: Sequence[Item], offset: int) -> list[_Active]:
+    def _run_wave(self, items: Sequence[Item], indices: Sequence[int]) -> list[_Active]:
         np = self._np
         seqs = self._assign(items)
         active: list[_Active] = []
@@ -355,7 +366,7 @@ class LlamaCppGenerator(TokenPrompts):
             seq.logits = {n: v for n, v in seq.logits.items() if n <= keep}
             room = self.max_model_len - len(ids)
             seed = p.seed if p.seed is not None else self.seed
-            a = _Active(offset + i, p, seq, len(ids), keep, min(p.max_tokens, room),
+            a = _Active(indices[i], p, seq, len(ids), keep, min(p.max_tokens, room),
                         np.random.default_rng(seed) if p.temperature > 0 else None)
             active.append(a)
             if keep == len(ids):

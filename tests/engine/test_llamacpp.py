@@ -183,3 +183,15 @@ def test_confidence_and_target_judges_run_on_llamacpp(llama):
     scores = judge.score(reqs)
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores), scores
     assert time.perf_counter() - t0 < 60
+
+
+def test_two_requests_of_one_problem_both_reuse_its_cache(llama, chat):
+    first = llama.generate([_req(chat, 20, pid="twin")])[0]
+    seg = Segment(first.text, llama.name, first.token_ids)
+    a, b = llama.generate([_req(chat, 4, stop=(), prefix=(seg,), pid="twin"),
+                           _req(chat, 4, stop=(), pid="twin")])
+    # one after the other in the problem's own sequence: neither reads the chat again
+    assert a.cached_prompt_tokens >= first.prompt_tokens
+    assert b.cached_prompt_tokens == b.prompt_tokens
+    alone = llama.generate([_req(chat, 4, stop=(), pid="other-twin")])[0]
+    assert b.token_ids == alone.token_ids
