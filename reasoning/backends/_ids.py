@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from reasoning.types import ChatMessage, GenerationRequest, Segment
 
 
 class TokenPrompts:
-    """Mixin: ``prompt_ids`` from ``chat_ids`` and ``encode_text``, which the backend provides.
+    """Mixin: ``prompt_ids`` from ``render_chat`` and ``encode_text``, which the backend provides.
 
-    A prefix segment this generator wrote itself (``source == name``, ids kept) is appended as
-    those ids, so stepping through a problem feeds the model exactly what one long decode
-    would; any other segment is its text encoded (no special tokens added).
+    Rendered chats are kept in a least-recently-used cache of ``chat_cache_size`` entries (set
+    up by ``init_chat_cache`` in the backend's constructor; safe across threads). A prefix
+    segment this generator wrote itself (``source == name``, ids kept) is appended as those
+    ids, so stepping through a problem feeds the model exactly what one long decode would; any
+    other segment is its text encoded (no special tokens added).
     """
 
     name: str
 
-    def chat_ids(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
-        """The chat rendered with the model's template, assistant turn opened, as ids."""
+    def init_chat_cache(self, size: int = 1024) -> None:
+        self._chat_cache: OrderedDict[tuple[ChatMessage, ...], tuple[int, ...]] = OrderedDict()
+        self._chat_cache_size = size
+        self._chat_lock = threading.Lock()
+
+    def render_chat(self, messages: tuple[ChatMessage, ...]) -> tuple[int, ...]:
+        """The chat rendered with the model's template, assistant turn opened, as ids (uncached)."""
         raise NotImplementedError
+
+    def chat_ids(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
+        """:meth:`render_chat`, through the cache."""
+        key = tuple(messages)
+        with self._chat_lock:
+            ids = self._chat_cache.get(key)
+            if ids is not None:
+                self._chat_cache.move_to_end(key)
+                return ids
+        ids = self.render_chat(key)
+        with self._chat_lock:
+            self._chat_cache[key] = ids
+            if len(self._chat_cache) > self._chat_cache_size:
+                self._chat_cache.popitem(last=False)
+        return ids
 
     def encode_text(self, text: str) -> list[int]:
         """``text``'s ids, without special tokens added."""

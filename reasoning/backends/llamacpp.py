@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +225,7 @@ class LlamaCppGenerator(TokenPrompts):
                                               add_generation_prompt=True)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._seqs = [_Sequence(i) for i in range(max_sequences)]
-        self._chat_cache: OrderedDict[tuple[ChatMessage, ...], tuple[int, ...]] = OrderedDict()
+        self.init_chat_cache()
         self._closed = False
         self._warned = False
         self.start_seconds = time.perf_counter() - t0
@@ -261,20 +260,11 @@ class LlamaCppGenerator(TokenPrompts):
         """True for an end-of-generation id (EOS, end of turn)."""
         return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
 
-    def chat_ids(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
-        """The chat rendered with the model's template, assistant turn opened, as token ids."""
-        key = tuple(messages)
-        ids = self._chat_cache.get(key)
-        if ids is not None:
-            self._chat_cache.move_to_end(key)
-            return ids
-        text = self._formatter(messages=[{"role": m.role, "content": m.content} for m in key]).prompt
+    def render_chat(self, messages: tuple[ChatMessage, ...]) -> tuple[int, ...]:
+        """The chat rendered with the GGUF's template, assistant turn opened, as token ids."""
+        text = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
-        ids = tuple(([self._bos_id] if add_bos else []) + self.tokenize(text))
-        self._chat_cache[key] = ids
-        if len(self._chat_cache) > 1024:
-            self._chat_cache.popitem(last=False)
-        return ids
+        return tuple(([self._bos_id] if add_bos else []) + self.tokenize(text))
 
     # -- generation --------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:

@@ -84,7 +84,7 @@ class ServerGenerator(TokenPrompts):
         self._inflight = {u: 0 for u in self.urls}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix=f"stepspec-{name}")
-        self._chat_cache: dict[tuple[ChatMessage, ...], tuple[int, ...]] = {}
+        self.init_chat_cache()
         self._closed = False
         info = self._get_models()
         self.model = model or info["id"]
@@ -156,17 +156,10 @@ class ServerGenerator(TokenPrompts):
             raise ServerError(f"/tokenize answered without token ids: {str(out)[:200]}")
         return toks
 
-    def chat_ids(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
+    def render_chat(self, messages: tuple[ChatMessage, ...]) -> tuple[int, ...]:
         """The chat rendered by the server's template (assistant turn opened), as ids."""
-        key = tuple(messages)
-        ids = self._chat_cache.get(key)
-        if ids is None:
-            ids = tuple(self._tokens({"messages": [{"role": m.role, "content": m.content} for m in key],
-                                      "add_generation_prompt": True, "add_special_tokens": False}))
-            if len(self._chat_cache) > 1024:
-                self._chat_cache.clear()
-            self._chat_cache[key] = ids
-        return ids
+        return tuple(self._tokens({"messages": [{"role": m.role, "content": m.content} for m in messages],
+                                   "add_generation_prompt": True, "add_special_tokens": False}))
 
     def encode_text(self, text: str) -> list[int]:
         return self._tokens({"prompt": text, "add_special_tokens": False})

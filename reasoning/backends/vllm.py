@@ -32,7 +32,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -112,8 +111,7 @@ class VLLMGenerator(TokenPrompts):
         self._llm = vllm.LLM(model=self.model, **kwargs)
         self._tokenizer = self._llm.get_tokenizer()
         self._vllm = vllm
-        self._chat_cache: OrderedDict[tuple[ChatMessage, ...], tuple[int, ...]] = OrderedDict()
-        self._chat_cache_size = chat_cache_size
+        self.init_chat_cache(chat_cache_size)
         self._stop_ids = self._end_token_ids()
         self.max_model_len: int = int(self._llm.model_config.max_model_len)
         self.start_seconds = time.perf_counter() - t0
@@ -153,21 +151,12 @@ class VLLMGenerator(TokenPrompts):
             ids.update(int(i) for i in extra)
         return frozenset(ids)
 
-    def chat_ids(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
+    def render_chat(self, messages: tuple[ChatMessage, ...]) -> tuple[int, ...]:
         """The chat rendered with the model's template, assistant turn opened, as token ids."""
-        key = tuple(messages)
-        ids = self._chat_cache.get(key)
-        if ids is not None:
-            self._chat_cache.move_to_end(key)
-            return ids
         text = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in key],
+            [{"role": m.role, "content": m.content} for m in messages],
             add_generation_prompt=True, tokenize=False)
-        ids = tuple(self._tokenizer.encode(text, add_special_tokens=False))
-        self._chat_cache[key] = ids
-        if len(self._chat_cache) > self._chat_cache_size:
-            self._chat_cache.popitem(last=False)
-        return ids
+        return tuple(self._tokenizer.encode(text, add_special_tokens=False))
 
     def encode_text(self, text: str) -> list[int]:
         """``text``'s ids, without special tokens added."""
