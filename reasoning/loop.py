@@ -5,6 +5,8 @@ writes one step: all drafts go to the draft model in one engine call, all drafts
 one judge call, all rejected (or directly routed) steps go to the target in one engine call,
 and then the stop rules run. Problems are admitted on a rolling window of ``max_in_flight``,
 so a finished problem's place is taken by the next one at the following round.
+``schedule: async`` runs the same step code with each problem advancing on its own instead
+(see :mod:`reasoning.schedule`).
 
 A failing engine or judge call is retried request by request, so that one bad problem ends
 with ``stop_reason = error`` (its message recorded) instead of taking the whole batch down.
@@ -52,7 +54,11 @@ class LoopConfig:
             until the end of sequence, the budget or ``max_steps`` (like plain decoding).
         max_merges: Most extra engine calls that extend a too-short step (see
             ``Segmenter.too_short``).
-        max_in_flight: Problems stepped together in one lockstep batch (0 = all of them).
+        max_in_flight: Problems in flight at once (0 = all of them): stepped together in one
+            lockstep batch, or, with ``schedule: async``, each on its own.
+        schedule: ``lockstep`` (every round waits for all problems in flight) or ``async``
+            (each problem advances on its own; the requests waiting on a model are merged into
+            one call, and the draft, judge and target calls run at the same time).
         temperature: Sampling temperature for both models (0 = greedy).
         top_p: Nucleus sampling mass for both models.
         seed: Sampling seed (None = engine's choice).
@@ -69,6 +75,7 @@ class LoopConfig:
     stop_at_answer: bool = True
     max_merges: int = 4
     max_in_flight: int = 0
+    schedule: str = "lockstep"
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
@@ -82,6 +89,8 @@ class LoopConfig:
         for name in ("max_repeats", "max_merges", "max_in_flight", "retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
+        if self.schedule not in ("lockstep", "async"):
+            raise ValueError(f"loop.schedule must be lockstep or async, got {self.schedule!r}")
         if self.temperature < 0:
             raise ValueError(f"loop.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -101,6 +110,7 @@ class _State:
     stop: StopReason | None = None
     error: str | None = None
     last_ctx: StepContext | None = None
+    t0: float = 0.0  # perf_counter at admission, for the trace's latency
 
     def ctx(self, budget: int) -> StepContext:
         # The context the stop rules saw after a step is the next round's: build it once.
@@ -181,6 +191,11 @@ class StepLoop:
 
     def iter_traces(self, problems: Iterable[Problem]) -> Iterator[Trace]:
         """Yield each problem's trace as soon as it finishes."""
+        if self.config.schedule == "async":
+            from reasoning.schedule import iter_async
+
+            yield from iter_async(self, problems)
+            return
         pending = iter(problems)
         window = self.config.max_in_flight or None
         active: list[_State] = []
@@ -191,7 +206,7 @@ class StepLoop:
                 if p is None:
                     exhausted = True
                     break
-                active.append(_State(p, self.prompt.messages(p)))
+                active.append(self._admit(p))
             if not active:
                 return
             self._round(active)
@@ -202,6 +217,9 @@ class StepLoop:
                 else:
                     yield self._trace(s)
             active = still
+
+    def _admit(self, p: Problem) -> _State:
+        return _State(p, self.prompt.messages(p), t0=time.perf_counter())
 
     # -- one lockstep round ------------------------------------------------------------------
     def _round(self, active: list[_State]) -> None:
@@ -392,7 +410,8 @@ class StepLoop:
         return Trace(problem_id=s.problem.id, question=s.problem.question, gold=s.problem.answer,
                      steps=steps, stop_reason=s.stop or StopReason.ERROR,
                      text="".join(seg.text for seg in s.segments), seconds=seconds,
-                     error=s.error, meta=dict(s.problem.meta))
+                     error=s.error, meta=dict(s.problem.meta),
+                     latency_seconds=time.perf_counter() - s.t0)
 
 
 def judge_logprobs(judge: object) -> int | None:

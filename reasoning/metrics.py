@@ -48,7 +48,8 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     ``mean_steps``, ``target_steps``, ``target_step_share``, ``drafted_steps``,
     ``accepted_steps``, ``draft_acceptance``, ``tokens`` (generated, per model),
     ``prompt_tokens`` (prefilled, per model), ``kept_tokens``, ``seconds`` (per model and
-    judge, summed over steps), ``seconds_per_problem`` (mean, p50, p90), ``wall_seconds``,
+    judge, summed over steps), ``seconds_per_problem`` (mean, p50, p90), ``latency_seconds``
+    (admission to end, mean, p50, p90), ``wall_seconds``,
     ``stop_reasons``, ``token_budget_share`` (share of problems stopped by the budget),
     ``judge_calls`` (drafted steps the judge scored), ``errors``, and, when problems carry
     ``subject`` or ``level`` in their meta (MATH), ``by_subject`` / ``by_level``:
@@ -62,6 +63,7 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     accepted = [s for s in drafted if s.decision is Decision.ACCEPT]
     target_steps = sum(1 for s in steps if s.kept is Route.TARGET)
     per_problem = [t.seconds for t in traces]
+    latency = [t.latency_seconds for t in traces]
     lo, hi = wilson_interval(correct, len(graded))
     return {
         "problems": n,
@@ -87,6 +89,8 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
         "seconds_per_problem": {"mean": sum(per_problem) / n if n else 0.0,
                                 "p50": percentile(per_problem, 50),
                                 "p90": percentile(per_problem, 90)},
+        "latency_seconds": {"mean": sum(latency) / n if n else 0.0,
+                            "p50": percentile(latency, 50), "p90": percentile(latency, 90)},
         "wall_seconds": wall_seconds,
         "stop_reasons": dict(sorted(Counter(t.stop_reason.value for t in traces).items())),
         "grade_notes": dict(sorted(Counter(t.grade_note for t in traces if t.grade_note).items())),

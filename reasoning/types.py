@@ -337,6 +337,8 @@ class Trace:
         grade_note: Why the problem was marked wrong, if it was (``no_answer``, ``wrong``,
             ``truncated``), else None.
         seconds: Wall-clock seconds charged to this problem (sum over its steps).
+        latency_seconds: Wall-clock seconds from the problem's admission into the loop to its
+            end (what a user waiting on it sees; 0 where unknown).
         error: The error message when ``stop_reason`` is ``error``.
         meta: Copy of ``Problem.meta`` for breakdowns.
     """
@@ -353,6 +355,7 @@ class Trace:
     seconds: float = 0.0
     error: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    latency_seconds: float = 0.0
 
     @property
     def draft_tokens(self) -> int:

@@ -32,6 +32,13 @@ expensive point's (the one with the most target tokens). With ``cache.path`` (as
 ``recipes.evaluate``) every run goes through one step cache, so each point computes only the
 steps no earlier run did; runs with cache hits do not measure standalone time.
 
+``bench.concurrency`` (``{schedules: [lockstep, async], in_flight: [1, 8, 32]}``) turns each
+preset into one run per schedule and number of problems in flight (``loop.schedule``,
+``loop.max_in_flight``), named ``<preset>-<schedule>-<in flight>``; ``bench.json`` then gives
+under ``concurrency`` each run's throughput (problems per minute) and per-problem latency
+(admission to end: mean, p50, p90), and async's throughput over lockstep's at each number in
+flight. It measures engine time, so it refuses the step cache.
+
 The run folder is Hydra's (``hydra.run.dir``, default ``runs/bench/<recipe>/<time>``).
 """
 
@@ -374,6 +381,67 @@ def plan_runs(baselines: Sequence[str], presets: Sequence[str],
     return plan
 
 
+def concurrency_of(node: Any) -> list[tuple[str, int]] | None:
+    """``bench.concurrency`` as ``[(schedule, in flight), ...]``, or None when there is none.
+
+    >>> concurrency_of({"schedules": ["lockstep", "async"], "in_flight": [1, 8]})
+    [('lockstep', 1), ('async', 1), ('lockstep', 8), ('async', 8)]
+
+    Raises:
+        UserError: not ``{schedules: [...], in_flight: [...]}`` of known schedules and counts >= 1.
+    """
+    from omegaconf import OmegaConf
+
+    from reasoning.schedule import SCHEDULES
+
+    if node is None:
+        return None
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    example = "e.g. bench.concurrency={schedules:[lockstep,async],in_flight:[1,8,32]}"
+    if not isinstance(plain, dict) or set(plain) != {"schedules", "in_flight"}:
+        raise UserError(f"bench.concurrency must have exactly the keys schedules and in_flight ({example}), "
+                        f"got {plain!r}")
+    schedules, counts = plain["schedules"], plain["in_flight"]
+    if not isinstance(schedules, list) or not schedules or any(x not in SCHEDULES for x in schedules):
+        raise UserError(f"bench.concurrency.schedules must be a non-empty list of {', '.join(SCHEDULES)}, "
+                        f"got {schedules!r}")
+    if (not isinstance(counts, list) or not counts
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts)):
+        raise UserError("bench.concurrency.in_flight must be a non-empty list of integers >= 1, "
+                        f"got {counts!r}")
+    if len(set(schedules)) != len(schedules) or len(set(counts)) != len(counts):
+        raise UserError(f"bench.concurrency lists a value twice: {plain!r}")
+    return [(sch, int(c)) for c in counts for sch in schedules]
+
+
+def concurrency_report(points: Sequence[tuple[str, str, str, int, dict[str, Any]]]) -> dict[str, Any]:
+    """What ``bench.json`` says of ``bench.concurrency``: per run (``(name, preset, schedule, in
+    flight, summary)``) its throughput and latency, and async over lockstep per preset and count.
+
+    >>> s = {"problems": 10, "wall_seconds": 60.0, "accuracy": 0.5,
+    ...      "latency_seconds": {"mean": 6.0, "p50": 5.0, "p90": 9.0}}
+    >>> r = concurrency_report([("a", "x", "lockstep", 8, s),
+    ...                         ("b", "x", "async", 8, {**s, "wall_seconds": 30.0})])
+    >>> r["runs"][1]["problems_per_minute"], r["async_over_lockstep"]
+    (20.0, {'x': {'8': 2.0}})
+    """
+    runs, ppm = [], {}
+    for name, preset, sch, n, s in points:
+        wall = s.get("wall_seconds") or 0.0
+        rate = s["problems"] / wall * 60 if wall else None
+        ppm[(preset, sch, n)] = rate
+        lat = s.get("latency_seconds") or {}
+        runs.append({"name": name, "preset": preset, "schedule": sch, "in_flight": n,
+                     "problems": s["problems"], "accuracy": s.get("accuracy"), "wall_seconds": wall,
+                     "problems_per_minute": rate, "latency_seconds": lat})
+    ratio: dict[str, dict[str, float | None]] = {}
+    for (preset, sch, n), rate in ppm.items():
+        lock = ppm.get((preset, "lockstep", n))
+        if sch == "async" and (preset, "lockstep", n) in ppm:
+            ratio.setdefault(preset, {})[str(n)] = rate / lock if rate and lock else None
+    return {"runs": runs, "async_over_lockstep": ratio}
+
+
 def sweep_point(method: Any, preset: str, point: dict[str, Any]) -> Any:
     """The preset's composed config ``method`` with the sweep ``point`` set (a copy; no point:
     ``method`` itself).
@@ -462,6 +530,14 @@ def footer(result: dict[str, Any]) -> str:
     lines = [f"wall seconds: {result['wall_seconds_total']:.2f} for the whole bench "
              f"(models loaded: {loads}, not counted)"]
     sw = result.get("sweep")
+    for r in (result.get("concurrency") or {}).get("runs", []):
+        lat = r["latency_seconds"]
+        rate = f"{r['problems_per_minute']:.2f}" if r["problems_per_minute"] else "-"
+        lines.append(f"{r['name']}: {rate} problems/min, latency p50 {lat.get('p50', 0.0):.2f} s "
+                     f"p90 {lat.get('p90', 0.0):.2f} s")
+    for preset, by_n in ((result.get("concurrency") or {}).get("async_over_lockstep") or {}).items():
+        lines.append(f"{preset}: async over lockstep throughput " + ", ".join(
+            f"{n} in flight {v:.2f}x" if v else f"{n} in flight -" for n, v in by_n.items()))
     if sw:
         top, total = sw["most_expensive_point"], sw["wall_seconds_total_points"]
         wall = top["wall_seconds"]
@@ -485,15 +561,38 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     With ``cache.path`` every run's draft, target and judge go through one step cache, and a
     model is built at its first miss (its build time is taken off that run's wall time).
     """
+    from dataclasses import replace
+
     from reasoning.metrics import format_table
     from reasoning.pipeline import Pipeline, close_all
     from recipes.compare import speedup
 
     sweep = sweep_of(cfg.bench.get("sweep"))
+    conc = concurrency_of(cfg.bench.get("concurrency"))
+    if conc is not None and sweep is not None:
+        raise UserError("bench.concurrency and bench.sweep cannot be combined: run them as two benches")
+    if conc is not None and cfg.cache.path:
+        raise UserError("bench.concurrency measures engine time, which step-cache hits would hide: "
+                        "leave cache.path unset")
     plan = plan_runs(cfg.bench.baselines, cfg.bench.presets, sweep)
     # Cheap parts first, every run's included, so a bad value fails before any model loads.
     segmenter = _cli.instantiate(cfg.segmenter, "segmenter")
     loop = _cli.instantiate(cfg.loop, "loop")
+    loops = {n: loop for n, _, _ in plan}
+    conc_points: dict[str, tuple[str, int]] = {}
+    if conc is not None:
+        presets_set = {str(p) for p in cfg.bench.presets}
+        expanded = []
+        for n, p, point in plan:
+            if p not in presets_set:
+                expanded.append((n, p, point))
+                continue
+            for sch, k in conc:
+                name = f"{n}-{sch}-{k}"
+                expanded.append((name, p, point))
+                loops[name] = replace(loop, schedule=sch, max_in_flight=k)
+                conc_points[name] = (sch, k)
+        plan = expanded
     prompt = _cli.instantiate(cfg.prompt, "prompt")
     presets = {p: compose_preset(p) for _, p, _ in plan}
     methods = {n: sweep_point(presets[p], p, point) for n, p, point in plan}
@@ -509,8 +608,15 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
             store, draft, target, judge, wrapped[n] = _runs.wrap_with_cache(
                 cfg, lazies["draft"], lazies["target"], judge, bound, judge_cfg=m.judge, store=store)
             pipes[n] = Pipeline(draft=draft, target=target, judge=judge, policy=policy, segmenter=segmenter,
-                                prompt=prompt, loop=loop)
-            configs[n] = _runs.resolved_config(cfg, _NOT_RESULT_KEYS, judge=m.judge, policy=m.policy)
+                                prompt=prompt, loop=loops[n])
+            extra = {}
+            if n in conc_points:
+                from omegaconf import OmegaConf
+
+                sch, k = conc_points[n]
+                extra["loop"] = {**OmegaConf.to_container(cfg.loop, resolve=True), "schedule": sch,
+                                 "max_in_flight": k}
+            configs[n] = _runs.resolved_config(cfg, _NOT_RESULT_KEYS, judge=m.judge, policy=m.policy, **extra)
         # Models load before any clock starts; with the step cache, at their first miss instead
         # (a model no run misses on is never built), and that time is taken off.
         if store is None:
@@ -536,6 +642,9 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
                        for (n, s), sp, (_, preset, point) in zip(rows, speedups, plan)}}
     if sweep is not None:
         result["sweep"] = sweep_report(*sweep, [r for r, (_, _, point) in zip(rows, plan) if point])
+    if conc_points:
+        result["concurrency"] = concurrency_report(
+            [(n, p, *conc_points[n], s) for (n, s), (_, p, _) in zip(rows, plan) if n in conc_points])
     path = _write_bench(out, result)
     print(format_table(rows, speedups=speedups if base is not None else None))
     print("judge seconds: " + ", ".join(f"{n} {s['seconds']['judge']:.2f}" for n, s in rows))

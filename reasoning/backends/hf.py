@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from reasoning.backends._lock import serialized
 from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ class HFGenerator:
                 ids.extend(self._tokenizer.encode(seg.text, add_special_tokens=False))
         return ids
 
+    @serialized
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Continue each request; one completion per request, in order.
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.backends._ids import TokenPrompts
+from reasoning.backends._lock import serialized
 from reasoning.types import ChatMessage, Completion, FinishReason, GenerationParams, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,7 @@ class LlamaCppGenerator(TokenPrompts):
         return tuple(([self._bos_id] if add_bos else []) + self.tokenize(text))
 
     # -- generation --------------------------------------------------------------------------
+    @serialized
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Generate one completion per request, ``max_sequences`` at a time."""
         if self._closed:
@@ -282,6 +284,7 @@ class LlamaCppGenerator(TokenPrompts):
             items.append((req.problem_id, ids, req.params))
         return self.generate_ids(items)
 
+    @serialized
     def generate_ids(self, items: Sequence[Item]) -> list[Completion]:
         """Continue raw prompts: ``(key, prompt ids, params)`` each, ``key`` naming the problem (or
         None) so that its sequence, and the KV cache it holds, is found again next time."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from reasoning.backends._lock import serialized
 from reasoning.types import Completion, FinishReason, GenerationRequest
 
 _PIECE = re.compile(r"\s+|\S+")
@@ -134,6 +135,7 @@ class ScriptedGenerator:
             return float(self.token_prob.get(problem_id, 1.0))
         return float(self.token_prob)
 
+    @serialized
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         self.calls += 1
         self.batch_sizes.append(len(requests))

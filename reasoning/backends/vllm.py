@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reasoning.backends._ids import TokenPrompts
+from reasoning.backends._lock import serialized
 from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class VLLMGenerator(TokenPrompts):
             spaces_between_special_tokens=False,
         )
 
+    @serialized
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Generate one completion per request, in one ``LLM.generate`` call."""
         if self._llm is None:

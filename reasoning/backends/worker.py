@@ -30,6 +30,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from reasoning.backends._lock import serialized
 from reasoning.types import Completion, GenerationRequest, Segment
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,7 @@ class WorkerGenerator:
 
         return [replace(r, prefix=tuple(seg(s) for s in r.prefix)) for r in requests]
 
+    @serialized
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Forward the batch to the worker and return its completions.
 

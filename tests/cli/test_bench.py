@@ -68,6 +68,32 @@ def test_models_bench_gathers_the_runs_summaries(tmp_path):
     assert "speed-up" in p.stdout and "judge seconds" in p.stdout
 
 
+def test_concurrency_bench_runs_each_schedule_and_count(tmp_path):
+    """Lockstep and async at 1 and 3 in flight on the scripted models: same answers, throughput
+    and latency in bench.json, async over lockstep per count."""
+    out = tmp_path / "conc"
+    p = bench(*SCRIPTED, "bench.baselines=[target-only]", "bench.presets=[smoke]",
+              "bench.concurrency={schedules:[lockstep,async],in_flight:[1,3]}", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "bench.json").read_text())
+    names = ["smoke-lockstep-1", "smoke-async-1", "smoke-lockstep-3", "smoke-async-3"]
+    assert list(r["runs"]) == ["target-only", *names]
+    c = r["concurrency"]
+    assert [x["name"] for x in c["runs"]] == names
+    texts = {}
+    for x in c["runs"]:
+        s = json.loads((out / x["name"] / "summary.json").read_text())
+        assert x["problems_per_minute"] == pytest.approx(3 / s["wall_seconds"] * 60)
+        assert x["latency_seconds"] == s["latency_seconds"] and s["latency_seconds"]["p90"] > 0
+        cfg = (out / x["name"] / "config.yaml").read_text()
+        assert f"schedule: {x['schedule']}" in cfg and f"max_in_flight: {x['in_flight']}" in cfg
+        rows = [json.loads(line) for line in (out / x["name"] / "traces.jsonl").read_text().splitlines()]
+        texts[x["name"]] = {t["problem_id"]: t["text"] for t in rows}
+    assert all(t == texts[names[0]] for t in texts.values())  # the schedule changes no answer
+    assert set(c["async_over_lockstep"]["smoke"]) == {"1", "3"}
+    assert "async over lockstep throughput" in p.stdout and "problems/min" in p.stdout
+
+
 def test_compare_reads_a_models_bench_folder(tmp_path):
     from recipes.compare import build
 
@@ -191,6 +217,12 @@ def test_rerun_into_the_same_folder_resumes_each_run(tmp_path):
     (["bench.sweep={policy.threshold:[0.5,0.5]}"], "lists 0.5 more than once"),
     (["bench.presets=[]", "bench.sweep={policy.threshold:[0.5]}"], "bench.presets, which is empty"),
     (["bench.sweep={policy.threshold:[1.5]}"], "policy.threshold must be in [0, 1]"),
+    (["bench.concurrency={schedules:[lockstep],in_flight:[0]}"], "in_flight must be a non-empty list"),
+    (["bench.concurrency={schedules:[eager],in_flight:[1]}"], "schedules must be a non-empty list of lockstep"),
+    (["bench.concurrency={schedules:[async],in_flight:[2]}", "cache.path=x.sqlite"], "leave cache.path unset"),
+    (["bench.concurrency={schedules:[async],in_flight:[2]}", "bench.sweep={policy.threshold:[0.5]}"],
+     "cannot be combined"),
+    (["loop.schedule=eager"], "loop.schedule must be lockstep or async"),
 ])
 def test_user_mistakes_exit_2_with_one_line(args, needle, tmp_path):
     p = bench(*SCRIPTED, *args, f"hydra.run.dir={tmp_path / 'r'}", timeout=60)

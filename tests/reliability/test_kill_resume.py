@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SLOW = ["recipe=smoke", "dataset.limit=40", "baseline=null", "progress=false",
         "draft.seconds_per_token=0.004", "target.seconds_per_token=0.004",
         "loop.max_in_flight=4"]
-TIMING = {"seconds", "draft_seconds", "judge_seconds", "target_seconds"}
+TIMING = {"seconds", "latency_seconds", "draft_seconds", "judge_seconds", "target_seconds"}
 
 
 def cmd(out: Path, *extra: str) -> list[str]:

@@ -42,7 +42,7 @@ SCORES = {"p0": [0.9, 0.5, 0.9], "p1": [0.5, 0.9, 0.9], "p2": [0.9, 0.9, 0.9], "
 IDS = {"draft": model_identity({"model": "scripted", "name": "draft", "solutions": DRAFT}),
        "target": model_identity({"model": "scripted", "name": "target", "solutions": TARGET}),
        "judge": model_identity({"scores": SCORES})}
-TIMING = {"seconds", "draft_seconds", "judge_seconds", "target_seconds"}
+TIMING = {"seconds", "latency_seconds", "draft_seconds", "judge_seconds", "target_seconds"}
 
 
 def scripted(name, solutions):

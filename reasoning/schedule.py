@@ -1,0 +1,241 @@
+"""The asynchronous schedule of the step loop (``loop.schedule: async``).
+
+In the lockstep schedule (:class:`reasoning.loop.StepLoop`'s default) every round waits for
+the slowest problem of the batch: a problem whose step was accepted waits while others' steps
+go to the target, and the draft idles while the target works. Here each problem advances on
+its own, on a thread of its own (at most ``loop.max_in_flight`` of them), through exactly the
+lockstep loop's step code (so its traces are the same on deterministic models). Its calls to
+the draft, the judge and the target go to one *gatherer* per model, a thread that merges the
+requests of every problem waiting on that model into one engine call: it fires as soon as no
+problem thread is still computing (so it cannot gain another request by waiting) or after
+``GATHER_MAX_WAIT_S``. The draft's gatherer, the judge's and the target's run at the same
+time, so drafts of some problems are written while the target writes or judges others'.
+
+The gain over lockstep is real where the models can run at the same time: on separate GPUs or
+servers (:class:`~reasoning.backends.server.ServerGenerator`, which takes concurrent calls).
+An in-process engine object serialises its own calls (one lock each), so two problems never
+drive one engine at once; a draft and a target engine may still run side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from reasoning.types import Problem, Trace
+
+log = logging.getLogger(__name__)
+
+GATHER_MAX_WAIT_S = 0.05
+"""Longest a gatherer holds a waiting request for more to merge while some problem thread is
+still computing (the step code between model calls takes microseconds; this bounds the case
+of a slow policy or stop rule)."""
+
+SCHEDULES = ("lockstep", "async")
+
+
+class Cancelled(RuntimeError):
+    """The run was stopped (interrupted, or its consumer went away) while a request waited."""
+
+
+class _Gate:
+    """How many problem threads are computing (not waiting on a model); gatherers wait on it."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.running = 0
+        self.closed = False
+
+
+class Gatherer:
+    """Merges concurrent calls of one model (or judge) into one call, on a thread of its own.
+
+    Args:
+        name: For the thread's name and the logs.
+        call: Takes the merged list of items, returns one result per item, in order.
+        gate: Shared with the problem threads and the other gatherers.
+        max_wait_s: Longest to hold a batch open while a problem thread still computes
+            (None: ``GATHER_MAX_WAIT_S``).
+    """
+
+    def __init__(self, name: str, call: Callable[[list[Any]], Sequence[Any]], gate: _Gate,
+                 max_wait_s: float | None = None) -> None:
+        self.name = name
+        self._call = call
+        self._gate = gate
+        self._max_wait_s = GATHER_MAX_WAIT_S if max_wait_s is None else max_wait_s
+        self._pending: list[tuple[list[Any], Future]] = []
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+        self._thread = threading.Thread(target=self._run, name=f"stepspec-gather-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: Sequence[Any]) -> list[Any]:
+        """Called by a problem thread: blocks until the merged call that holds ``items`` returns."""
+        fut: Future = Future()
+        g = self._gate
+        with g.cond:
+            if g.closed:
+                raise Cancelled(f"{self.name}: the run was stopped")
+            self._pending.append((list(items), fut))
+            g.running -= 1  # the gatherer gives it back when it hands the result over
+            g.cond.notify_all()
+        return fut.result()
+
+    def _run(self) -> None:
+        g = self._gate
+        while True:
+            with g.cond:
+                while not self._pending and not g.closed:
+                    g.cond.wait()
+                if g.closed:
+                    batch, self._pending = self._pending, []
+                    g.running += len(batch)
+                    for _, fut in batch:
+                        fut.set_exception(Cancelled(f"{self.name}: the run was stopped"))
+                    return
+                deadline = time.monotonic() + self._max_wait_s
+                while g.running > 0 and not g.closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    g.cond.wait(left)
+                batch, self._pending = self._pending, []
+            results = self._results(batch)
+            with g.cond:
+                g.running += len(batch)  # before the results land, so no gatherer fires early
+                g.cond.notify_all()
+            for (_, fut), r in zip(batch, results):
+                if isinstance(r, BaseException):
+                    fut.set_exception(r)
+                else:
+                    fut.set_result(r)
+
+    def _results(self, batch: list[tuple[list[Any], Future]]) -> list[Any]:
+        """Each caller's results (or the exception its part raised)."""
+        items = [x for part, _ in batch for x in part]
+        self.calls += 1
+        self.batch_sizes.append(len(items))
+        try:
+            out = list(self._call(items))
+            if len(out) != len(items):
+                raise RuntimeError(f"{self.name} returned {len(out)} results for {len(items)} items")
+        except Exception as e:  # noqa: BLE001 - handed to the callers
+            if len(batch) == 1:
+                return [e]
+            # One caller's bad request must not fail the others': each part again on its own.
+            return [self._results([b])[0] for b in batch]
+        res, i = [], 0
+        for part, _ in batch:
+            res.append(out[i:i + len(part)])
+            i += len(part)
+        return res
+
+
+class _Proxy:
+    """A model or judge whose calls go through a gatherer; everything else is the inner one's."""
+
+    def __init__(self, inner: Any, gatherer: Gatherer) -> None:
+        self._inner = inner
+        self._gatherer = gatherer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class GatheredGenerator(_Proxy):
+    def generate(self, requests):
+        return self._gatherer.submit(requests)
+
+
+class GatheredJudge(_Proxy):
+    def score(self, requests):
+        return self._gatherer.submit(requests)
+
+
+def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
+    """Run ``loop`` (a :class:`~reasoning.loop.StepLoop`) on the asynchronous schedule; yield
+    each trace as its problem finishes.
+
+    ``loop.config.max_in_flight`` problem threads (0 = one per problem) each take the next
+    problem, step it to its end with the lockstep loop's own round code on a one-problem
+    batch, and take another. An exception in the step code (not an engine failure, which the
+    loop records on the problem) stops the run and is raised here.
+    """
+    from dataclasses import replace
+
+    from reasoning.loop import StepLoop
+
+    n = loop.config.max_in_flight
+    if n == 0:
+        problems = list(problems)
+        n = len(problems)
+    if n == 0:
+        return
+    gate = _Gate()
+    gathers: dict[int, Gatherer] = {}
+
+    def gathered(obj: Any, kind: str, cls: type) -> Any:
+        g = gathers.get(id(obj))
+        if g is None:  # one gatherer per object: a draft that is also the target shares it
+            call = obj.generate if kind == "generate" else obj.score
+            g = gathers[id(obj)] = Gatherer(getattr(obj, "name", type(obj).__name__), call, gate)
+        return cls(obj, g)
+
+    inner = StepLoop(gathered(loop.draft, "generate", GatheredGenerator),
+                     gathered(loop.target, "generate", GatheredGenerator),
+                     gathered(loop.judge, "score", GatheredJudge), loop.policy, loop.segmenter,
+                     loop.prompt, replace(loop.config, schedule="lockstep"), loop.stop_rules)
+    inner._draft_logprobs = loop._draft_logprobs
+    source = iter(problems)
+    take = threading.Lock()
+    done: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            while True:
+                with take:
+                    p = None if gate.closed else next(source, None)
+                if p is None:
+                    break
+                s = inner._admit(p)
+                while s.stop is None:
+                    inner._round([s])
+                done.put(inner._trace(s))
+        except Cancelled:
+            pass
+        except BaseException as e:  # noqa: BLE001 - raised in the consumer's thread
+            done.put(e)
+        finally:
+            with gate.cond:
+                gate.running -= 1
+                gate.cond.notify_all()
+            done.put(None)
+
+    with gate.cond:
+        gate.running = n
+    threads = [threading.Thread(target=work, name=f"stepspec-problem-{i}", daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    alive = n
+    try:
+        while alive:
+            try:
+                item = done.get(timeout=0.2)  # a timeout, so a signal reaches this thread
+            except queue.Empty:
+                continue
+            if item is None:
+                alive -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        with gate.cond:
+            gate.closed = True
+            gate.cond.notify_all()

@@ -1,0 +1,141 @@
+"""The asynchronous schedule: same traces as lockstep, merged calls, overlap, errors, stopping."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import reasoning.schedule as schedule
+from reasoning.backends.scripted import ScriptedGenerator
+from reasoning.judges import ConfidenceJudge, ScriptedJudge
+from reasoning.loop import LoopConfig, StepLoop
+from reasoning.policies import AlwaysTarget, ThresholdPolicy
+from reasoning.segmenter import BlankLineSegmenter
+from reasoning.types import Problem
+
+SOLUTIONS = {f"p{i}": "".join(f"Step {j} of p{i}.\n\n" for j in range(2 + i % 4)) + f"The answer is \\boxed{{{i}}}."
+             for i in range(7)}
+TARGET = {k: v.replace("Step", "Target step") for k, v in SOLUTIONS.items()}
+# p0 and p3 have every step rejected, p1 its second, the rest none
+SCORES = {"p0": [0.0] * 9, "p1": [0.9, 0.1], "p3": [0.0] * 9}
+PROBLEMS = [Problem(k, f"question {k}", str(i)) for i, k in enumerate(SOLUTIONS)]
+
+
+def _loop(schedule_name: str, in_flight: int = 0, draft=None, target=None, judge=None, policy=None):
+    draft = draft or ScriptedGenerator("draft", SOLUTIONS)
+    target = target or ScriptedGenerator("target", TARGET)
+    return StepLoop(draft, target, judge or ScriptedJudge(SCORES, default=0.9),
+                    policy or ThresholdPolicy(0.5), BlankLineSegmenter(max_step_tokens=64),
+                    config=LoopConfig(max_steps=12, token_budget=256, max_in_flight=in_flight,
+                                      schedule=schedule_name))
+
+
+def _comparable(trace):
+    d = trace.to_dict()
+    d.pop("latency_seconds")
+    d.pop("seconds")
+    for s in d["steps"]:
+        for k in ("draft_seconds", "judge_seconds", "target_seconds"):
+            s.pop(k)
+    return d
+
+
+@pytest.mark.parametrize("in_flight", [0, 1, 3])
+def test_async_gives_the_lockstep_traces(in_flight):
+    lock = _loop("lockstep", in_flight).run(PROBLEMS)
+    asy = _loop("async", in_flight).run(PROBLEMS)
+    assert sorted(t.problem_id for t in asy) == sorted(p.id for p in PROBLEMS)
+    by_id = {t.problem_id: _comparable(t) for t in lock}
+    for t in asy:
+        assert _comparable(t) == by_id[t.problem_id]
+        assert t.latency_seconds > 0
+    # the routes were mixed: some steps kept from the draft, some written by the target
+    kept = {s.kept.value for t in asy for s in t.steps}
+    assert kept == {"draft", "target"}
+
+
+def test_confidence_judge_and_always_target_match_too():
+    for judge, policy in ((ConfidenceJudge(), ThresholdPolicy(0.5)), (ConfidenceJudge(), AlwaysTarget())):
+        lock = {t.problem_id: _comparable(t) for t in _loop("lockstep", judge=judge, policy=policy).run(PROBLEMS)}
+        asy = {t.problem_id: _comparable(t) for t in _loop("async", judge=judge, policy=policy).run(PROBLEMS)}
+        assert asy == lock
+
+
+def test_waiting_requests_are_merged_into_one_call(monkeypatch):
+    # With no time limit a gatherer fires only when every problem thread waits, so the first
+    # draft call holds all seven problems' first steps.
+    monkeypatch.setattr(schedule, "GATHER_MAX_WAIT_S", 30.0)
+    draft = ScriptedGenerator("draft", SOLUTIONS)
+    _loop("async", draft=draft).run(PROBLEMS)
+    assert draft.batch_sizes[0] == len(PROBLEMS)
+    assert draft.calls < sum(draft.batch_sizes)  # merged throughout, not one call per request
+
+
+class _Timed(ScriptedGenerator):
+    """Records (start, end) of each engine call."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.spans: list[tuple[float, float]] = []
+
+    def generate(self, requests):
+        t0 = time.perf_counter()
+        out = super().generate(requests)
+        self.spans.append((t0, time.perf_counter()))
+        return out
+
+
+def test_draft_calls_overlap_target_calls():
+    """p0's steps all go to the target while p2's drafts go on: the two models' calls overlap
+    in time, which the lockstep schedule never does."""
+    def run(name):
+        draft = _Timed("draft", SOLUTIONS, seconds_per_token=0.002)
+        target = _Timed("target", TARGET, seconds_per_token=0.002)
+        _loop(name, draft=draft, target=target).run([PROBLEMS[0], PROBLEMS[2]])
+        return sum(1 for a in draft.spans for b in target.spans if a[0] < b[1] and b[0] < a[1])
+
+    assert run("lockstep") == 0
+    assert run("async") > 0
+
+
+class _FailsFor(ScriptedGenerator):
+    def generate(self, requests):
+        if any(r.problem_id == "p2" for r in requests):
+            raise RuntimeError("engine refused p2")
+        return super().generate(requests)
+
+
+def test_a_failing_request_fails_its_problem_only():
+    traces = {t.problem_id: t for t in _loop("async", draft=_FailsFor("draft", SOLUTIONS)).run(PROBLEMS)}
+    assert traces["p2"].stop_reason.value == "error" and "engine refused p2" in traces["p2"].error
+    assert all(t.error is None for k, t in traces.items() if k != "p2")
+    assert len(traces) == len(PROBLEMS)
+
+
+class _BrokenPolicy(ThresholdPolicy):
+    def decide(self, score, ctx):
+        raise ValueError("policy bug")
+
+
+def test_an_exception_in_the_step_code_reaches_the_caller():
+    with pytest.raises(ValueError, match="policy bug"):
+        _loop("async", policy=_BrokenPolicy(0.5)).run(PROBLEMS)
+
+
+def test_stopping_early_cancels_the_waiting_problems():
+    before = threading.active_count()
+    it = _loop("async", 2, draft=ScriptedGenerator("draft", SOLUTIONS, seconds_per_token=0.001)).iter_traces(PROBLEMS)
+    first = next(it)
+    assert first.problem_id in SOLUTIONS
+    it.close()
+    deadline = time.time() + 10
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before
+
+
+def test_schedule_is_checked():
+    with pytest.raises(ValueError, match="loop.schedule must be lockstep or async"):
+        LoopConfig(schedule="parallel")
