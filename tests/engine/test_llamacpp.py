@@ -195,3 +195,32 @@ def test_two_requests_of_one_problem_both_reuse_its_cache(llama, chat):
     assert b.cached_prompt_tokens == b.prompt_tokens
     alone = llama.generate([_req(chat, 4, stop=(), pid="other-twin")])[0]
     assert b.token_ids == alone.token_ids
+
+
+def test_async_schedule_drives_one_engine_from_three_gatherers(llama):
+    """Draft (the same engine under another name), target and target-as-judge all on one
+    llama.cpp context, called from the draft's, the target's and the judge's gatherer threads:
+    the engine's own lock keeps them apart, every problem finishes, and one problem in flight
+    gives exactly the lockstep traces."""
+    from rewards.target_judge import TargetJudge
+
+    problems = _gsm8k(3)
+
+    def run(schedule, in_flight):
+        loop = StepLoop(draft=Recording(llama, "draft"), target=llama, judge=TargetJudge(llama),
+                        policy=ThresholdPolicy(threshold=0.7),
+                        segmenter=BlankLineSegmenter(max_step_tokens=24),
+                        config=LoopConfig(token_budget=48, max_steps=3, max_in_flight=in_flight,
+                                          schedule=schedule))
+        fresh = [Problem(f"{schedule}{in_flight}-{p.id}", p.question, p.answer) for p in problems]
+        return {t.problem_id: t for t in loop.run(fresh)}
+
+    many = run("async", 3)
+    assert len(many) == 3 and all(t.error is None and t.steps for t in many.values())
+    assert all(t.text == "".join(s.text for s in t.steps) and t.latency_seconds > 0
+               for t in many.values())
+    assert any(s.score is not None for t in many.values() for s in t.steps)
+    one_async, one_lock = run("async", 1), run("lockstep", 1)
+    assert ([t.text for t in one_async.values()] == [t.text for t in one_lock.values()]
+            and [[s.kept for s in t.steps] for t in one_async.values()]
+            == [[s.kept for s in t.steps] for t in one_lock.values()])
