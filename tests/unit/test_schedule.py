@@ -15,8 +15,8 @@ from reasoning.policies import AlwaysTarget, ThresholdPolicy
 from reasoning.segmenter import BlankLineSegmenter
 from reasoning.types import Problem
 
-SOLUTIONS = {f"p{i}": "".join(f"Step {j} of p{i}.\n\n" for j in range(2 + i % 4)) + f"The answer is \\boxed{{{i}}}."
-             for i in range(7)}
+SOLUTIONS = {f"p{i}": "".join(f"Step {j} of p{i}.\n\n" for j in range(2 + i % 4))
+             + f"The answer is \\boxed{{{i}}}." for i in range(7)}
 TARGET = {k: v.replace("Step", "Target step") for k, v in SOLUTIONS.items()}
 # p0 and p3 have every step rejected, p1 its second, the rest none
 SCORES = {"p0": [0.0] * 9, "p1": [0.9, 0.1], "p3": [0.0] * 9}
@@ -58,9 +58,9 @@ def test_async_gives_the_lockstep_traces(in_flight):
 
 def test_confidence_judge_and_always_target_match_too():
     for judge, policy in ((ConfidenceJudge(), ThresholdPolicy(0.5)), (ConfidenceJudge(), AlwaysTarget())):
-        lock = {t.problem_id: _comparable(t) for t in _loop("lockstep", judge=judge, policy=policy).run(PROBLEMS)}
-        asy = {t.problem_id: _comparable(t) for t in _loop("async", judge=judge, policy=policy).run(PROBLEMS)}
-        assert asy == lock
+        runs = [{t.problem_id: _comparable(t) for t in _loop(name, judge=judge, policy=policy).run(PROBLEMS)}
+                for name in ("lockstep", "async")]
+        assert runs[0] == runs[1]
 
 
 def test_waiting_requests_are_merged_into_one_call(monkeypatch):
@@ -126,7 +126,8 @@ def test_an_exception_in_the_step_code_reaches_the_caller():
 
 def test_stopping_early_cancels_the_waiting_problems():
     before = threading.active_count()
-    it = _loop("async", 2, draft=ScriptedGenerator("draft", SOLUTIONS, seconds_per_token=0.001)).iter_traces(PROBLEMS)
+    slow = ScriptedGenerator("draft", SOLUTIONS, seconds_per_token=0.001)
+    it = _loop("async", 2, draft=slow).iter_traces(PROBLEMS)
     first = next(it)
     assert first.problem_id in SOLUTIONS
     it.close()
