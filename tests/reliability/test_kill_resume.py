@@ -38,7 +38,8 @@ def comparable(path: Path) -> list[dict]:
     rows = []
     for t in read_traces(path):
         d = t.to_dict()
-        d.pop("seconds")
+        for k in TIMING:
+            d.pop(k, None)
         for s in d["steps"]:
             for k in TIMING:
                 s.pop(k, None)
