@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import Generator, Judge, JudgeRequest, Segmenter, StepContext, StepPolicy
+from reasoning.schedule import SCHEDULES
 from reasoning.stops import default_stop_rules
 from reasoning.types import (
     ChatMessage,
@@ -89,8 +90,8 @@ class LoopConfig:
         for name in ("max_repeats", "max_merges", "max_in_flight", "retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
-        if self.schedule not in ("lockstep", "async"):
-            raise ValueError(f"loop.schedule must be lockstep or async, got {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"loop.schedule must be {' or '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.temperature < 0:
             raise ValueError(f"loop.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:

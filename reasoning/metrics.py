@@ -41,6 +41,15 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def _spread(xs: Sequence[float]) -> dict[str, float]:
+    """Mean, p50 and p90 of ``xs`` (0 for each when empty).
+
+    >>> _spread([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'p50': 2.0, 'p90': 2.8}
+    """
+    return {"mean": sum(xs) / len(xs) if xs else 0.0, "p50": percentile(xs, 50), "p90": percentile(xs, 90)}
+
+
 def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dict[str, Any]:
     """Every figure of a run, from its traces alone (so it can always be recomputed).
 
@@ -62,8 +71,6 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     drafted = [s for s in steps if s.route is Route.DRAFT]
     accepted = [s for s in drafted if s.decision is Decision.ACCEPT]
     target_steps = sum(1 for s in steps if s.kept is Route.TARGET)
-    per_problem = [t.seconds for t in traces]
-    latency = [t.latency_seconds for t in traces]
     lo, hi = wilson_interval(correct, len(graded))
     return {
         "problems": n,
@@ -86,11 +93,8 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
         "seconds": {"draft": sum(s.draft_seconds for s in steps),
                     "judge": sum(s.judge_seconds for s in steps),
                     "target": sum(s.target_seconds for s in steps)},
-        "seconds_per_problem": {"mean": sum(per_problem) / n if n else 0.0,
-                                "p50": percentile(per_problem, 50),
-                                "p90": percentile(per_problem, 90)},
-        "latency_seconds": {"mean": sum(latency) / n if n else 0.0,
-                            "p50": percentile(latency, 50), "p90": percentile(latency, 90)},
+        "seconds_per_problem": _spread([t.seconds for t in traces]),
+        "latency_seconds": _spread([t.latency_seconds for t in traces]),
         "wall_seconds": wall_seconds,
         "stop_reasons": dict(sorted(Counter(t.stop_reason.value for t in traces).items())),
         "grade_notes": dict(sorted(Counter(t.grade_note for t in traces if t.grade_note).items())),

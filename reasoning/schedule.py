@@ -140,6 +140,8 @@ class Gatherer:
 class _Proxy:
     """A model or judge whose calls go through a gatherer; everything else is the inner one's."""
 
+    method: str  # the call the gatherer makes on the inner object
+
     def __init__(self, inner: Any, gatherer: Gatherer) -> None:
         self._inner = inner
         self._gatherer = gatherer
@@ -149,11 +151,15 @@ class _Proxy:
 
 
 class GatheredGenerator(_Proxy):
+    method = "generate"
+
     def generate(self, requests):
         return self._gatherer.submit(requests)
 
 
 class GatheredJudge(_Proxy):
+    method = "score"
+
     def score(self, requests):
         return self._gatherer.submit(requests)
 
@@ -180,18 +186,18 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
     gate = _Gate()
     gathers: dict[int, Gatherer] = {}
 
-    def gathered(obj: Any, kind: str, cls: type) -> Any:
+    def gathered(obj: Any, cls: type[_Proxy]) -> Any:
         g = gathers.get(id(obj))
         if g is None:  # one gatherer per object: a draft that is also the target shares it
-            call = obj.generate if kind == "generate" else obj.score
-            g = gathers[id(obj)] = Gatherer(getattr(obj, "name", type(obj).__name__), call, gate)
+            g = gathers[id(obj)] = Gatherer(getattr(obj, "name", type(obj).__name__),
+                                            getattr(obj, cls.method), gate)
         return cls(obj, g)
 
-    inner = StepLoop(gathered(loop.draft, "generate", GatheredGenerator),
-                     gathered(loop.target, "generate", GatheredGenerator),
-                     gathered(loop.judge, "score", GatheredJudge), loop.policy, loop.segmenter,
+    # The proxies pass every other attribute through (needs_logprobs included), so the inner
+    # loop derives the same draft logprobs and stop rules as ``loop``.
+    inner = StepLoop(gathered(loop.draft, GatheredGenerator), gathered(loop.target, GatheredGenerator),
+                     gathered(loop.judge, GatheredJudge), loop.policy, loop.segmenter,
                      loop.prompt, replace(loop.config, schedule="lockstep"), loop.stop_rules)
-    inner._draft_logprobs = loop._draft_logprobs
     source = iter(problems)
     take = threading.Lock()
     done: queue.Queue = queue.Queue()

@@ -436,10 +436,32 @@ def concurrency_report(points: Sequence[tuple[str, str, str, int, dict[str, Any]
                      "problems_per_minute": rate, "latency_seconds": lat})
     ratio: dict[str, dict[str, float | None]] = {}
     for (preset, sch, n), rate in ppm.items():
-        lock = ppm.get((preset, "lockstep", n))
         if sch == "async" and (preset, "lockstep", n) in ppm:
+            lock = ppm[(preset, "lockstep", n)]
             ratio.setdefault(preset, {})[str(n)] = rate / lock if rate and lock else None
     return {"runs": runs, "async_over_lockstep": ratio}
+
+
+def plan_concurrency(plan: list[tuple[str, str, dict[str, Any]]], presets: Sequence[str],
+                     conc: Sequence[tuple[str, int]]) -> tuple[list[tuple[str, str, dict[str, Any]]],
+                                                               dict[str, tuple[str, int]]]:
+    """``plan`` with each run of a preset replaced by one run per ``(schedule, in flight)`` of
+    ``conc``, named ``<run>-<schedule>-<in flight>``; and those runs' ``(schedule, in flight)``.
+
+    >>> plan, points = plan_concurrency([("t", "t", {}), ("x", "x", {})], ["x"], [("async", 8)])
+    >>> [n for n, _, _ in plan], points
+    (['t', 'x-async-8'], {'x-async-8': ('async', 8)})
+    """
+    wanted = {str(p) for p in presets}
+    out, points = [], {}
+    for n, p, point in plan:
+        if p not in wanted:
+            out.append((n, p, point))
+            continue
+        for sch, k in conc:
+            out.append((f"{n}-{sch}-{k}", p, point))
+            points[f"{n}-{sch}-{k}"] = (sch, k)
+    return out, points
 
 
 def sweep_point(method: Any, preset: str, point: dict[str, Any]) -> Any:
@@ -578,21 +600,9 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     # Cheap parts first, every run's included, so a bad value fails before any model loads.
     segmenter = _cli.instantiate(cfg.segmenter, "segmenter")
     loop = _cli.instantiate(cfg.loop, "loop")
-    loops = {n: loop for n, _, _ in plan}
     conc_points: dict[str, tuple[str, int]] = {}
     if conc is not None:
-        presets_set = {str(p) for p in cfg.bench.presets}
-        expanded = []
-        for n, p, point in plan:
-            if p not in presets_set:
-                expanded.append((n, p, point))
-                continue
-            for sch, k in conc:
-                name = f"{n}-{sch}-{k}"
-                expanded.append((name, p, point))
-                loops[name] = replace(loop, schedule=sch, max_in_flight=k)
-                conc_points[name] = (sch, k)
-        plan = expanded
+        plan, conc_points = plan_concurrency(plan, cfg.bench.presets, conc)
     prompt = _cli.instantiate(cfg.prompt, "prompt")
     presets = {p: compose_preset(p) for _, p, _ in plan}
     methods = {n: sweep_point(presets[p], p, point) for n, p, point in plan}
@@ -607,15 +617,13 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
             judge, bound = _runs.build_judge(m.judge, lazies)
             store, draft, target, judge, wrapped[n] = _runs.wrap_with_cache(
                 cfg, lazies["draft"], lazies["target"], judge, bound, judge_cfg=m.judge, store=store)
-            pipes[n] = Pipeline(draft=draft, target=target, judge=judge, policy=policy, segmenter=segmenter,
-                                prompt=prompt, loop=loops[n])
-            extra = {}
-            if n in conc_points:
-                from omegaconf import OmegaConf
-
+            run_loop, extra = loop, {}
+            if n in conc_points:  # this run's schedule and count, in its loop and its config.yaml
                 sch, k = conc_points[n]
-                extra["loop"] = {**OmegaConf.to_container(cfg.loop, resolve=True), "schedule": sch,
-                                 "max_in_flight": k}
+                run_loop = replace(loop, schedule=sch, max_in_flight=k)
+                extra["loop"] = {**_plain(cfg.loop), "schedule": sch, "max_in_flight": k}
+            pipes[n] = Pipeline(draft=draft, target=target, judge=judge, policy=policy, segmenter=segmenter,
+                                prompt=prompt, loop=run_loop)
             configs[n] = _runs.resolved_config(cfg, _NOT_RESULT_KEYS, judge=m.judge, policy=m.policy, **extra)
         # Models load before any clock starts; with the step cache, at their first miss instead
         # (a model no run misses on is never built), and that time is taken off.
