@@ -11,10 +11,15 @@ problem thread is still computing (so it cannot gain another request by waiting)
 ``GATHER_MAX_WAIT_S``. The draft's gatherer, the judge's and the target's run at the same
 time, so drafts of some problems are written while the target writes or judges others'.
 
-The gain over lockstep is real where the models can run at the same time: on separate GPUs or
-servers (:class:`~reasoning.backends.server.ServerGenerator`, which takes concurrent calls).
-An in-process engine object serialises its own calls (one lock each), so two problems never
-drive one engine at once; a draft and a target engine may still run side by side.
+Only models that take concurrent calls (``concurrent_calls = True``:
+:class:`~reasoning.backends.server.ServerGenerator`, and a judge whose ``generator`` is one)
+are called from their gatherer's thread, so their calls overlap. The calls of every
+in-process engine (vLLM, llama.cpp, transformers) go to one shared *engine thread*, one
+after another, as the lockstep loop makes them from its one thread: in-process engines share
+this machine's cores, and a CPU engine's thread team is per calling thread (llama.cpp's
+OpenMP threads), so calling two of them from two threads makes two teams spin against each
+other (measured on 2 cores: async 0.73-0.83x lockstep before this). The gain over lockstep
+is real where the models can run at the same time: on separate GPUs or servers.
 """
 
 from __future__ import annotations
@@ -137,6 +142,62 @@ class Gatherer:
         return res
 
 
+def takes_concurrent_calls(obj: Any) -> bool:
+    """Whether ``obj`` (a model or a judge) may be called from several threads at once and
+    gains by it: its ``concurrent_calls`` attribute, else, for a judge over a model, its
+    ``generator``'s. In-process engines leave it unset (False).
+
+    >>> class Server: concurrent_calls = True
+    >>> class Judge: generator = Server()
+    >>> takes_concurrent_calls(Server()), takes_concurrent_calls(Judge()), takes_concurrent_calls(object())
+    (True, True, False)
+    """
+    flag = getattr(obj, "concurrent_calls", None)
+    if flag is not None:
+        return bool(flag)
+    gen = getattr(obj, "generator", None)
+    return gen is not None and gen is not obj and takes_concurrent_calls(gen)
+
+
+class _EngineThread:
+    """One daemon thread that makes the in-process engines' calls, one at a time."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="stepspec-engine", daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[[list[Any]], Sequence[Any]]) -> Callable[[list[Any]], Sequence[Any]]:
+        """``fn``, made to run on this thread (the caller blocks until it returns or raises)."""
+        def on_engine_thread(items: list[Any]) -> Sequence[Any]:
+            fut: Future = Future()
+            with self._lock:
+                if self._closed:
+                    raise Cancelled("engine thread: the run was stopped")
+                self._jobs.put((fn, items, fut))
+            return fut.result()
+        return on_engine_thread
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, items, fut = job
+            try:
+                fut.set_result(fn(items))
+            except BaseException as e:  # noqa: BLE001 - raised in the gatherer that asked
+                fut.set_exception(e)
+
+    def close(self) -> None:
+        """Lets the call under way finish; later calls raise :class:`Cancelled`."""
+        with self._lock:
+            self._closed = True
+            self._jobs.put(None)
+
+
 class _Proxy:
     """A model or judge whose calls go through a gatherer; everything else is the inner one's."""
 
@@ -185,12 +246,15 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
         return
     gate = _Gate()
     gathers: dict[int, Gatherer] = {}
+    engine = _EngineThread()
 
     def gathered(obj: Any, cls: type[_Proxy]) -> Any:
         g = gathers.get(id(obj))
         if g is None:  # one gatherer per object: a draft that is also the target shares it
-            g = gathers[id(obj)] = Gatherer(getattr(obj, "name", type(obj).__name__),
-                                            getattr(obj, cls.method), gate)
+            call = getattr(obj, cls.method)
+            if not takes_concurrent_calls(obj):
+                call = engine.call(call)
+            g = gathers[id(obj)] = Gatherer(getattr(obj, "name", type(obj).__name__), call, gate)
         return cls(obj, g)
 
     # The proxies pass every other attribute through (needs_logprobs included), so the inner
@@ -245,3 +309,4 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
         with gate.cond:
             gate.closed = True
             gate.cond.notify_all()
+        engine.close()

@@ -58,6 +58,10 @@ class ServerGenerator(TokenPrompts):
         api_key: Bearer token, if the server wants one.
     """
 
+    concurrent_calls = True
+    """Calls from several threads run at once (up to ``max_concurrency`` requests): the async
+    schedule calls it from its own thread, not the shared in-process engine thread."""
+
     def __init__(
         self,
         base_urls: str | Sequence[str],

@@ -206,7 +206,10 @@ class WorkerGenerator:
         name: Name recorded in segments and traces (default: the inner generator's name).
             Segments written under this name are handed to the inner generator under its own
             name, so it reuses their token ids.
-        devices: ``CUDA_VISIBLE_DEVICES`` for the child (None: inherited).
+        devices: ``CUDA_VISIBLE_DEVICES`` for the child (None: inherited). A worker given
+            devices of its own sets ``concurrent_calls``: the async schedule then calls it from
+            a thread of its own, at the same time as the other models; without, it shares the
+            in-process engines' one thread (same cores, or the same GPUs).
         env: Extra environment variables for the child, set before it imports anything.
         start_timeout_s: Most seconds to wait for the generator to be built.
         request_timeout_s: Most seconds one ``generate`` call may take (None: no limit). A call
@@ -228,6 +231,7 @@ class WorkerGenerator:
                              f"got keys {sorted(spec)}")
         self.spec = spec
         self.request_timeout_s = request_timeout_s
+        self.concurrent_calls = devices is not None
         child_env = {str(k): str(v) for k, v in (env or {}).items()}
         if devices is not None:
             child_env["CUDA_VISIBLE_DEVICES"] = str(devices)

@@ -74,30 +74,51 @@ def test_waiting_requests_are_merged_into_one_call(monkeypatch):
 
 
 class _Timed(ScriptedGenerator):
-    """Records (start, end) of each engine call."""
+    """Records (start, end) and the calling thread of each engine call; an in-process engine
+    unless ``concurrent``, which makes it stand in for a server."""
 
-    def __init__(self, *a, **kw):
+    def __init__(self, *a, concurrent=False, **kw):
         super().__init__(*a, **kw)
+        if concurrent:
+            self.concurrent_calls = True
         self.spans: list[tuple[float, float]] = []
+        self.threads: set[str] = set()
 
     def generate(self, requests):
         t0 = time.perf_counter()
+        self.threads.add(threading.current_thread().name)
         out = super().generate(requests)
         self.spans.append((t0, time.perf_counter()))
         return out
 
 
-def test_draft_calls_overlap_target_calls():
+def _overlaps(name, concurrent):
+    draft = _Timed("draft", SOLUTIONS, seconds_per_token=0.002, concurrent=concurrent)
+    target = _Timed("target", TARGET, seconds_per_token=0.002, concurrent=concurrent)
+    _loop(name, draft=draft, target=target).run([PROBLEMS[0], PROBLEMS[2]])
+    n = sum(1 for a in draft.spans for b in target.spans if a[0] < b[1] and b[0] < a[1])
+    return n, draft.threads | target.threads
+
+
+def test_draft_calls_overlap_target_calls_on_servers():
     """p0's steps all go to the target while p2's drafts go on: the two models' calls overlap
     in time, which the lockstep schedule never does."""
-    def run(name):
-        draft = _Timed("draft", SOLUTIONS, seconds_per_token=0.002)
-        target = _Timed("target", TARGET, seconds_per_token=0.002)
-        _loop(name, draft=draft, target=target).run([PROBLEMS[0], PROBLEMS[2]])
-        return sum(1 for a in draft.spans for b in target.spans if a[0] < b[1] and b[0] < a[1])
+    assert _overlaps("lockstep", concurrent=True)[0] == 0
+    n, threads = _overlaps("async", concurrent=True)
+    assert n > 0 and threads == {"stepspec-gather-draft", "stepspec-gather-target"}
 
-    assert run("lockstep") == 0
-    assert run("async") > 0
+
+def test_in_process_engines_run_one_call_at_a_time_on_one_thread():
+    """In-process engines share the machine's cores and a CPU engine's thread team is per
+    calling thread, so async calls them all from one engine thread, never at once."""
+    n, threads = _overlaps("async", concurrent=False)
+    assert n == 0 and threads == {"stepspec-engine"}
+
+
+def test_a_judge_over_a_server_is_called_from_its_own_thread():
+    assert schedule.takes_concurrent_calls(type("J", (), {"generator": _Timed("t", {}, concurrent=True)})())
+    assert not schedule.takes_concurrent_calls(type("J", (), {"generator": _Timed("t", {})})())
+    assert not schedule.takes_concurrent_calls(ScriptedJudge({}))
 
 
 class _FailsFor(ScriptedGenerator):
