@@ -21,7 +21,9 @@ One JSONL row per step, all rows of a problem written (flushed, fsynced) when it
 - ``history``: the answer before the step, ``[{"source": <model name>, "text": ...}, ...]``;
 - ``draft_step``, ``target_step``: the two steps written from that prefix (as generated);
 - ``draft_score``, ``target_score``: the reward's scores, in [0, 1];
-- ``advantage``: ``target_score - draft_score``;
+- ``advantage``: ``target_score - draft_score``; a target step (or sample) whose text is the
+  draft's step (:func:`routers.labels.same_step`) takes the draft's score unscored, so its
+  advantage is exactly 0;
 - ``target_scores``: the score of the target's step, then of each extra target sample
   (``target_samples > 1``); ``target_sample_steps``: those samples' texts;
 - ``draft_tokens``, ``target_tokens``, ``draft_seconds``, ``target_seconds``, ``draft_finish``;
@@ -61,6 +63,7 @@ from reasoning.types import (
     Trace,
 )
 from routers.features import step_features
+from routers.labels import same_step
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +226,22 @@ class ShadowCollector:
         reqs: list[JudgeRequest] = []
         samples: dict[int, list[str]] = {}
         extra = self._samples(trace, steps, drafts)
+        # Per step: the target's step, then its samples. One whose text is the draft's step
+        # takes the draft's score unscored: same text, same reward (scored again, the engine's
+        # batch shapes would add noise of their own to the label, not a difference of steps).
+        slots: dict[int, list[int | None]] = {}
         for s in steps:
             jr, _ = drafts[s.index]
-            reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix,
-                                     Completion(s.target_text, (), s.finish_reason, s.target_prompt_tokens),
-                                     s.index))
-            for c in extra.get(s.index, []):
-                samples.setdefault(s.index, []).append(c.text)
-                reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix, c, s.index))
+            comps = [Completion(s.target_text, (), s.finish_reason, s.target_prompt_tokens),
+                     *extra.get(s.index, [])]
+            samples[s.index] = [c.text for c in comps[1:]]
+            slots[s.index] = []
+            for c in comps:
+                if same_step(c.text, jr.step.text):
+                    slots[s.index].append(None)
+                else:
+                    slots[s.index].append(len(reqs))
+                    reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix, c, s.index))
         scores = [float(x) for x in self.reward.score(reqs)] if reqs else []
         if len(scores) != len(reqs):
             raise RuntimeError(f"reward returned {len(scores)} scores for {len(reqs)} steps")
@@ -238,10 +249,9 @@ class ShadowCollector:
             if not 0.0 <= x <= 1.0:
                 raise ValueError(f"reward returned score {x} outside [0, 1]")
         rows = []
-        it = iter(scores)
         for s in steps:
             jr, dscore = drafts[s.index]
-            tscores = [next(it) for _ in range(1 + len(samples.get(s.index, [])))]
+            tscores = [dscore if k is None else scores[k] for k in slots[s.index]]
             rows.append({
                 "version": ROW_VERSION,
                 "problem_id": trace.problem_id,
@@ -255,7 +265,7 @@ class ShadowCollector:
                 "target_score": tscores[0],
                 "advantage": tscores[0] - dscore,
                 "target_scores": tscores,
-                "target_sample_steps": samples.get(s.index, []),
+                "target_sample_steps": samples[s.index],
                 "draft_tokens": s.draft_tokens,
                 "target_tokens": s.target_tokens,
                 "draft_seconds": s.draft_seconds,

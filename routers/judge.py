@@ -25,6 +25,7 @@ from reasoning.loop import judge_logprobs
 from reasoning.protocols import Generator, Judge, JudgeRequest
 from reasoning.types import GenerationParams, GenerationRequest
 from routers.features import FEATURES, router_text, step_features
+from routers.labels import same_step
 from routers.train import MODEL_FILE, LightweightRouter, read_meta, seq_probabilities
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ class OracleJudge:
     prefix (greedy, up to ``max_step_tokens``, ending at ``stop``), one reward call scores the
     drafted and the target's steps together, and each draft scores 0.0 when ``target score -
     draft score > tau`` (the step goes to the target), else 1.0. Pair it with
-    ``ThresholdPolicy(threshold=0.5)`` (any threshold in (0, 1] gives the same decisions).
+    ``ThresholdPolicy(threshold=0.5)`` (any threshold in (0, 1] gives the same decisions). A
+    target step with the drafted step's text (:func:`routers.labels.same_step`) is not scored:
+    the draft is kept.
 
     It is a quality upper bound, not a method: it writes every target step to decide, and the
     loop has the target write a rejected step again, so its timings mean nothing. The target's
@@ -154,6 +157,8 @@ class OracleJudge:
     ...         for t in ("2 + 2 = 5.\\n\\n", "2 + 2 = 4.\\n\\n")]
     >>> judge.score(reqs), judge.last
     ([0.0, 1.0], [(0.0, 1.0), (1.0, 1.0)])
+
+    The second draft is the target's own step: kept unscored (``last`` says 1.0 for both).
     """
 
     def __init__(self, generator: Generator | None = None, reward: Judge | None = None, tau: float = 0.0,
@@ -194,10 +199,14 @@ class OracleJudge:
         if len(outs) != len(gen):
             raise RuntimeError(f"{self.generator.name} returned {len(outs)} completions for {len(gen)} "
                                "requests")
-        both = list(requests) + [replace(r, step=c) for r, c in zip(requests, outs)]
-        scores = [float(s) for s in self.reward.score(both)]
+        # A target step that is the drafted step's text changes nothing: it is not scored, and
+        # its advantage is 0 (scored twice, batch shapes alone could tip the decision).
+        differ = [i for i, (r, c) in enumerate(zip(requests, outs)) if not same_step(r.step.text, c.text)]
+        both = [requests[i] for i in differ] + [replace(requests[i], step=outs[i]) for i in differ]
+        scores = [float(s) for s in self.reward.score(both)] if both else []
         if len(scores) != len(both):
             raise RuntimeError(f"reward returned {len(scores)} scores for {len(both)} steps")
-        n = len(requests)
-        self.last = list(zip(scores[:n], scores[n:]))
+        self.last = [(1.0, 1.0)] * len(requests)
+        for k, i in enumerate(differ):
+            self.last[i] = (scores[k], scores[len(differ) + k])
         return [0.0 if t - d > self.tau else 1.0 for d, t in self.last]

@@ -31,21 +31,43 @@ def label(advantage: float, margin: float = 0.0) -> int:
     return int(advantage > margin)
 
 
+def same_step(a: str | None, b: str | None) -> bool:
+    """Whether two steps are the same text (but for surrounding whitespace).
+
+    >>> same_step("x = 2.\\n\\n", "x = 2."), same_step("x = 2.", "x = 3."), same_step(None, "x")
+    (True, False, False)
+    """
+    return a is not None and b is not None and a.strip() == b.strip()
+
+
 def row_advantage(row: Mapping[str, Any], average_samples: bool = False) -> float:
     """A row's advantage: ``target_score - draft_score``, or the mean over its target samples.
+
+    A target step (or sample) whose text is the draft's step counts at the draft's score:
+    sending the step to the target would change nothing, whatever the reward said when it
+    scored the same text twice (rows collected before the collector did this themselves).
 
     >>> row = {"draft_score": 0.25, "target_score": 0.75, "target_scores": [0.75, 0.25]}
     >>> row_advantage(row), row_advantage(row, average_samples=True)
     (0.5, 0.25)
+    >>> row_advantage({"draft_step": "a", "target_step": "a\\n\\n", "draft_score": 0.5, "target_score": 0.6})
+    0.0
     """
     try:
         draft = float(row["draft_score"])
         target = float(row["target_score"])
     except KeyError as e:
         raise ValueError(f"row {row.get('problem_id')}/{row.get('step_index')} lacks {e.args[0]!r}") from None
+    text = row.get("draft_step")
+    if same_step(text, row.get("target_step")):
+        target = draft
     if average_samples:
-        samples = row.get("target_scores") or [target]
-        target = sum(float(s) for s in samples) / len(samples)
+        samples = [float(s) for s in (row.get("target_scores") or [target])]
+        samples[0] = target
+        for i, t in enumerate(row.get("target_sample_steps") or [], start=1):
+            if i < len(samples) and same_step(text, t):
+                samples[i] = draft
+        target = sum(samples) / len(samples)
     return target - draft
 
 

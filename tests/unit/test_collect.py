@@ -117,6 +117,9 @@ def test_both_steps_are_scored_and_the_answer_goes_on_with_the_targets_step():
         ("b", 0): ("Half of 10 is 5.\n\n", "Half of ten is five.\n\n", 0.75, 0.5, -0.25),
         ("b", 1): ("So \\boxed{5}.", "The answer is \\boxed{5}.", 0.5, 0.5, 0.0),
     }
+    # Step 0 of a: the target wrote the draft's own text, which is not scored again (its
+    # advantage is 0 by definition, not by the reward's say).
+    assert [c for call in reward.calls for c in call if c[:2] == ("a", 0)] == [("a", 0, "Add 2 and 2.\n\n")]
     # The history is the target's steps: the draft's never enter the answer.
     assert [h["text"] for h in rows[("a", 2)]["history"]] == ["Add 2 and 2.\n\n", "That is 4.\n\n"]
     assert {h["source"] for r in rows.values() for h in r["history"]} == {"target"}

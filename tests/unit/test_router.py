@@ -348,7 +348,8 @@ def test_the_oracle_keeps_the_draft_unless_the_target_is_better_by_more_than_tau
     assert target.batch_sizes == [3]
     assert {(r.prefix_text, r.params.max_tokens, r.params.stop, r.params.temperature)
             for r in target.requests} == {("Add.\n\n", 16, ("\n\n",), 0.0)}
-    assert calls == [r.step.text for r in reqs] + ["2 + 2 = 4.\n\n"] * 3
+    # The third draft is the target's own step: not scored, kept.
+    assert calls == ["2 + 2 = 5.\n\n", "Four-ish.\n\n"] + ["2 + 2 = 4.\n\n"] * 2
     assert OracleJudge(target, reward, tau=0.0).score(reqs[1:2]) == [0.0]
 
 
