@@ -54,6 +54,9 @@ def test_models_bench_gathers_the_runs_summaries(tmp_path):
             assert run[key] == s[key], (name, key)
         assert run["judge_seconds"] == s["seconds"]["judge"]
         assert run["speedup_vs_target_only"] == pytest.approx(base["wall_seconds"] / s["wall_seconds"])
+        # no step cache: wall seconds are the figures, the engine speed-up is not given
+        assert run["engine_seconds"] == pytest.approx(sum(s["seconds"].values()))
+        assert "speedup_vs_target_only_engine" not in run
     runs = r["runs"]
     assert runs["target-only"]["target_step_share"] == 1.0 and runs["target-only"]["tokens"]["draft"] == 0
     assert runs["draft-only"]["target_step_share"] == 0.0 and runs["draft-only"]["tokens"]["target"] == 0
@@ -168,6 +171,13 @@ def test_a_cached_sweep_runs_each_point_and_computes_each_request_once(tmp_path)
     assert top["target_tokens"] == first["tokens"]["target"] > 0 and "standalone time" in sw["note"]
     assert "sweep of policy.threshold, 2 points" in p.stdout and f"{points[0]}, " in p.stdout
     assert "step cache hits (smoke-threshold=0.1)" in p.stdout
+    # with cache hits, the speed-ups that mean something are over engine seconds
+    for name, run in r["runs"].items():
+        engine = sum(summaries[name]["seconds"].values())
+        assert run["engine_seconds"] == pytest.approx(engine)
+        base = sum(summaries["target-only"]["seconds"].values())
+        assert run["speedup_vs_target_only_engine"] == pytest.approx(base / engine)
+    assert "engine seconds (cache hits at the seconds they took when computed)" in p.stdout
 
 
 def test_compare_draws_a_bench_sweep_as_a_line_through_its_points(tmp_path):
