@@ -52,6 +52,7 @@ class ConstantJudge:
     """
 
     value: float = 1.0
+    concurrent_calls = True  # no engine: the async schedule need not queue it behind one
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.value <= 1.0:
@@ -96,6 +97,8 @@ class ScriptedJudge:
     >>> ScriptedJudge({"p": [0.9, 0.1]}).score([req])
     [0.1]
     """
+
+    concurrent_calls = True  # no engine: the async schedule need not queue it behind one
 
     def __init__(self, scores: Mapping[str, Sequence[float]], default: float = 1.0) -> None:
         self.scores = {str(k): [float(x) for x in v] for k, v in scores.items()}
@@ -147,6 +150,7 @@ class ConfidenceJudge:
     statistic: str = "mean"
     top_logprobs: int = 20
     first_tokens: int | None = None
+    concurrent_calls = True  # reads the draft's logprobs, no engine: not queued behind one
 
     def __post_init__(self) -> None:
         if self.statistic not in ("mean", "min", "entropy"):

@@ -11,9 +11,11 @@ problem thread is still computing (so it cannot gain another request by waiting)
 ``GATHER_MAX_WAIT_S``. The draft's gatherer, the judge's and the target's run at the same
 time, so drafts of some problems are written while the target writes or judges others'.
 
-Only models that take concurrent calls (``concurrent_calls = True``:
-:class:`~reasoning.backends.server.ServerGenerator`, and a judge whose ``generator`` is one)
-are called from their gatherer's thread, so their calls overlap. The calls of every
+Only models and judges that take concurrent calls (``concurrent_calls = True``:
+:class:`~reasoning.backends.server.ServerGenerator`, a judge whose ``generator`` is one, and
+judges with no engine: confidence, constant, a lightweight router) are called from their
+gatherer's thread, so their calls overlap the engines' (a confidence judge queued behind
+engine calls made async 0.61x lockstep at 8 in flight). The calls of every
 in-process engine (vLLM, llama.cpp, transformers) go to one shared *engine thread*, one
 after another, as the lockstep loop makes them from its one thread: in-process engines share
 this machine's cores, and a CPU engine's thread team is per calling thread (llama.cpp's

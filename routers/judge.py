@@ -50,6 +50,13 @@ class RouterJudge:
             not read, or a model file that does not load.
     """
 
+    @property
+    def concurrent_calls(self) -> bool:
+        """A lightweight router is a scikit-learn model over the draft's logprobs, no engine: the
+        async schedule calls it from its own thread. A seq-classification router is a torch
+        model, called from the in-process engines' thread."""
+        return self.kind == "lightweight"
+
     def __init__(self, path: str, device: str = "cpu", batch_size: int = 16) -> None:
         folder, meta = read_meta(path)
         self.path = str(folder)

@@ -115,10 +115,31 @@ def test_in_process_engines_run_one_call_at_a_time_on_one_thread():
     assert n == 0 and threads == {"stepspec-engine"}
 
 
-def test_a_judge_over_a_server_is_called_from_its_own_thread():
+def test_which_calls_go_to_the_engine_thread():
+    # a judge follows the model it calls; a judge with no engine never waits behind one
     assert schedule.takes_concurrent_calls(type("J", (), {"generator": _Timed("t", {}, concurrent=True)})())
     assert not schedule.takes_concurrent_calls(type("J", (), {"generator": _Timed("t", {})})())
-    assert not schedule.takes_concurrent_calls(ScriptedJudge({}))
+    assert schedule.takes_concurrent_calls(ScriptedJudge({}))
+    assert schedule.takes_concurrent_calls(ConfidenceJudge())
+    assert not schedule.takes_concurrent_calls(ScriptedGenerator("d", {}))
+
+
+class _ThreadJudge(ScriptedJudge):
+    def __init__(self, *a, engine_free=True, **kw):
+        super().__init__(*a, **kw)
+        self.concurrent_calls = engine_free
+        self.threads: set[str] = set()
+
+    def score(self, requests):
+        self.threads.add(threading.current_thread().name)
+        return super().score(requests)
+
+
+def test_an_engine_free_judge_is_not_queued_behind_engine_calls():
+    free, bound = _ThreadJudge(SCORES, default=0.9), _ThreadJudge(SCORES, default=0.9, engine_free=False)
+    _loop("async", judge=free).run(PROBLEMS[:3])
+    _loop("async", judge=bound).run(PROBLEMS[:3])
+    assert free.threads == {"stepspec-gather-_ThreadJudge"} and bound.threads == {"stepspec-engine"}
 
 
 class _FailsFor(ScriptedGenerator):
