@@ -98,7 +98,8 @@ def wrap_with_cache(cfg: Any, draft: Any, target: Any, judge: Any, judge_bound: 
 
     Returns ``(cache or None, draft, target, judge, {name: wrapper})``. A model's identity in
     the cache is its resolved config node (``cfg.draft``, ``cfg.target``); a judge's is its node
-    (``judge_cfg``, default ``cfg.judge``) plus, when it was bound to the run's models, theirs.
+    (``judge_cfg``, default ``cfg.judge``) plus, when it was bound to the run's models, theirs,
+    plus its ``cache_identity`` where it has one (a router: a digest of its files).
     ``store``, an open :class:`~reasoning.cache.StepCache`, is used instead of opening
     ``cfg.cache.path`` again (several runs of one program share it); each call makes new
     wrappers, whose counts are that run's.
@@ -118,8 +119,11 @@ def wrap_with_cache(cfg: Any, draft: Any, target: Any, judge: Any, judge_bound: 
                                "target": CachedGenerator(target, store, ids["target"])}
     if c.get("judge", True):
         node = cfg.judge if judge_cfg is None else judge_cfg
-        jid = model_identity({"judge": OmegaConf.to_container(node, resolve=True),
-                              "models": ids if judge_bound else None})
+        key = {"judge": OmegaConf.to_container(node, resolve=True), "models": ids if judge_bound else None}
+        content = getattr(judge, "cache_identity", None)  # e.g. a router's files: same path, new router
+        if content is not None:
+            key["content"] = content
+        jid = model_identity(key)
         wrapped["judge"] = CachedJudge(judge, store, jid)
     return store, wrapped["draft"], wrapped["target"], wrapped.get("judge", judge), wrapped
 

@@ -15,9 +15,11 @@ be kept, so they plug into :class:`reasoning.policies.ThresholdPolicy` like any 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from reasoning.errors import UserError
 from reasoning.judges import bind_judge
@@ -29,6 +31,21 @@ from routers.labels import same_step
 from routers.train import MODEL_FILE, LightweightRouter, read_meta, seq_probabilities
 
 log = logging.getLogger(__name__)
+
+
+def _folder_digest(folder: Path, whole: str | None = None) -> str:
+    """sha256 over ``router.json`` and ``whole`` (contents) and every other file's name, size
+    and modification time."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        h.update(rel.encode() + b"\0")
+        if rel in ("router.json", whole):
+            h.update(f.read_bytes())
+        else:
+            st = f.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 class RouterJudge:
@@ -64,6 +81,7 @@ class RouterJudge:
         self.kind: str = meta["kind"]
         self.batch_size = batch_size
         self.device = device
+        self._identity: str | None = None
         if self.kind == "lightweight":
             names = meta.get("feature_names")
             if not isinstance(names, list) or not names or set(names) - set(FEATURES):
@@ -100,6 +118,24 @@ class RouterJudge:
             self._tokenizer.truncation_side = "left"
             self._model = AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
             self._max_length = int(meta.get("max_length", 512))
+
+    @property
+    def cache_identity(self) -> str:
+        """What the step cache adds to this judge's config in its key: a digest of the router's
+        files, so a router retrained into the same folder never gets the old one's scores.
+        ``router.json`` and the lightweight model file are hashed whole; a seq-classification
+        router's other files count by name, size and modification time.
+
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "router.json").write_text("{}")
+        >>> a = _folder_digest(d); _ = (d / "router.json").write_text("{ }"); a == _folder_digest(d)
+        False
+        """
+        if self._identity is None:
+            self._identity = _folder_digest(Path(self.path), whole=MODEL_FILE if self.kind == "lightweight"
+                                            else None)
+        return self._identity
 
     @property
     def needs_logprobs(self) -> int | bool:

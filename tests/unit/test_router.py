@@ -426,3 +426,31 @@ def test_a_seq_classification_router_trains_and_reloads(tmp_path):
     scores = judge.score(reqs)
     assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] != scores[1]
     assert RouterJudge(str(tmp_path / "router")).score(reqs) == scores  # reloads the same weights
+
+
+def test_a_router_retrained_into_the_same_folder_has_a_new_cache_identity(trained, tmp_path):
+    """The step cache keys a judge by its config, whose path stays the same when a router is
+    retrained into its folder: the router's files must enter the key, or the old router's
+    scores come back (this happened: an arbitrage run got 179 scores of the replaced router)."""
+    from omegaconf import OmegaConf
+
+    from reasoning.cache import StepCache
+    from recipes._runs import wrap_with_cache
+    from routers.judge import RouterJudge
+
+    folder = trained.save(tmp_path / "router")
+    first = RouterJudge(str(folder)).cache_identity
+    assert RouterJudge(str(folder)).cache_identity == first  # the same files, the same identity
+    train_lightweight(synthetic_rows(seed=1), seed=1).save(folder)
+    assert RouterJudge(str(folder)).cache_identity != first
+    # and the cache's judge id takes it in
+    cfg = OmegaConf.create({"cache": {"path": str(tmp_path / "c.sqlite")}, "draft": {"model": "d"},
+                            "target": {"model": "t"},
+                            "judge": {"_target_": "routers.judge.RouterJudge", "path": str(folder)}})
+    store = StepCache(tmp_path / "c.sqlite")
+    d, t = ScriptedGenerator("draft", {}), ScriptedGenerator("target", {})
+    ids = [wrap_with_cache(cfg, d, t, RouterJudge(str(folder)), False, store=store)[3].judge_id]
+    train_lightweight(synthetic_rows(seed=2), seed=2).save(folder)
+    ids.append(wrap_with_cache(cfg, d, t, RouterJudge(str(folder)), False, store=store)[3].judge_id)
+    store.close()
+    assert ids[0] != ids[1]
