@@ -41,6 +41,15 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def ratio_text(ratio: float | None) -> str:
+    """A speed-up as printed: ``1.25x``, or ``-`` when there is none.
+
+    >>> ratio_text(1.25), ratio_text(None)
+    ('1.25x', '-')
+    """
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def _spread(xs: Sequence[float]) -> dict[str, float]:
     """Mean, p50 and p90 of ``xs`` (0 for each when empty).
 
@@ -198,7 +207,7 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False
         row += [str(s["tokens"]["draft"]), str(s["tokens"]["target"]), _seconds(s.get("wall_seconds"))]
         if speedups is not None:
             sp = speedups[i]
-            row.append("-" if sp is None else f"{sp:.2f}x")
+            row.append(ratio_text(sp))
         row.append(f"{s['seconds_per_problem']['mean']:.2f}")
         body.append(row)
     if markdown:

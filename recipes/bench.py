@@ -492,6 +492,16 @@ def sweep_point(method: Any, preset: str, point: dict[str, Any]) -> Any:
     return out
 
 
+def engine_seconds(summary: dict[str, Any]) -> float:
+    """A run's draft, judge and target seconds, step-cache hits counted at the seconds they took
+    when computed: what it would take alone, but for the loop's own time.
+
+    >>> engine_seconds({"seconds": {"draft": 1.0, "judge": 0.5, "target": 2.0}})
+    3.5
+    """
+    return sum(summary["seconds"].values())
+
+
 def run_entry(name: str, summary: dict[str, Any], speedup: float | None, preset: str | None = None,
               point: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``bench.json`` keeps of one run's summary (``preset``: the preset it ran, ``point``: the
@@ -501,7 +511,7 @@ def run_entry(name: str, summary: dict[str, Any], speedup: float | None, preset:
              "accuracy": summary["accuracy"], "correct": summary["correct"], "graded": summary["graded"],
              "accuracy_ci95": summary["accuracy_ci95"], "wall_seconds": summary["wall_seconds"],
              "speedup_vs_target_only": speedup, "target_step_share": summary["target_step_share"],
-             "tokens": summary["tokens"], "engine_seconds": sum(summary["seconds"].values()),
+             "tokens": summary["tokens"], "engine_seconds": engine_seconds(summary),
              "judge_seconds": summary["seconds"]["judge"],
              "judge_calls": summary["judge_calls"], "draft_acceptance": summary["draft_acceptance"],
              "token_budget_share": summary["token_budget_share"], "errors": summary["errors"]}
@@ -515,8 +525,7 @@ def sweep_report(key: str, values: Sequence[Any],
     """What ``bench.json`` says of a sweep: its points' wall seconds in all, and its most
     expensive point, the one whose target generated the most tokens (the first of equals).
 
-    ``engine_seconds`` is the point's draft, judge and target seconds, cache hits counted at the
-    seconds they took when computed: what it would take alone, but for the loop's own time.
+    ``engine_seconds`` is the point's :func:`engine_seconds`.
 
     >>> s = {"wall_seconds": 2.0, "tokens": {"target": 30},
     ...      "seconds": {"draft": 1.0, "judge": 0.0, "target": 1.0}}
@@ -531,7 +540,7 @@ def sweep_report(key: str, values: Sequence[Any],
             "wall_seconds_total_points": sum(s.get("wall_seconds") or 0.0 for _, s in points),
             "most_expensive_point": {"name": name, "wall_seconds": top.get("wall_seconds"),
                                      "target_tokens": top["tokens"]["target"],
-                                     "engine_seconds": sum(top["seconds"].values()),
+                                     "engine_seconds": engine_seconds(top),
                                      "cache_hits": top.get("cache_hits", 0)},
             "note": SWEEP_NOTE}
 
@@ -586,7 +595,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     """
     from dataclasses import replace
 
-    from reasoning.metrics import format_table
+    from reasoning.metrics import format_table, ratio_text
     from reasoning.pipeline import Pipeline, close_all
     from recipes.compare import speedup
 
@@ -656,7 +665,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
             [(n, p, *conc_points[n], s) for (n, s), (_, p, _) in zip(rows, plan) if n in conc_points])
     if store is not None and base is not None:
         # Wall seconds leave out what the cache answered; engine seconds count it.
-        be = sum(base["seconds"].values())
+        be = engine_seconds(base)
         for entry in result["runs"].values():
             entry["speedup_vs_target_only_engine"] = speedup(be, entry["engine_seconds"])
     path = _write_bench(out, result)
@@ -667,7 +676,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
         if base is not None:
             print("engine seconds (cache hits at the seconds they took when computed), speed-up over "
                   "target-only: " + ", ".join(f"{n} {e['engine_seconds']:.1f} s "
-                                              f"{_x(e['speedup_vs_target_only_engine'])}"
+                                              f"{ratio_text(e['speedup_vs_target_only_engine'])}"
                                               for n, e in result["runs"].items()))
     if base is None:
         print("no target-only run (bench.baselines), so no speed-ups")
@@ -675,10 +684,6 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     _runs.warn_token_budget(rows)
     print(f"bench.json: {path}")
     return _runs.exit_code(sum(s["errors"] for _, s in rows), where="each run's traces.jsonl")
-
-
-def _x(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def _plain(node: Any) -> Any:
