@@ -71,6 +71,18 @@ def test_models_bench_gathers_the_runs_summaries(tmp_path):
     assert "speed-up" in p.stdout and "judge seconds" in p.stdout
 
 
+def test_gpu_preset_runs_its_plan_on_any_models(tmp_path):
+    """recipe=gpu-pair with its vLLM workers swapped for scripted models (their spec dropped): its
+    baselines and presets run with its budget, and config.yaml records the preset's loop."""
+    out = tmp_path / "gpu"
+    p = bench("recipe=gpu-pair", *SCRIPTED, "~draft.spec", "~target.spec", "bench.presets=[cpu-demo]",
+              f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "bench.json").read_text())
+    assert r["recipe"] == "gpu-pair" and list(r["runs"]) == ["target-only", "draft-only", "cpu-demo"]
+    assert "token_budget: 1024" in (out / "cpu-demo" / "config.yaml").read_text()
+
+
 def test_concurrency_bench_runs_each_schedule_and_count(tmp_path):
     """Lockstep and async at 1 and 3 in flight on the scripted models: same answers, throughput
     and latency in bench.json, async over lockstep per count."""
