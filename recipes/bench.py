@@ -22,7 +22,8 @@ judge and policy; the models, problems, segmenter, prompt and loop are the bench
 every run. Each run writes ``traces.jsonl``, ``config.yaml`` and ``summary.json`` into a
 sub-folder named after it (``python -m recipes.compare RUN_FOLDER`` reads them as a sweep);
 ``bench.json`` gathers, per run, accuracy, wall seconds, speed-up over target-only, the share of
-steps the target wrote, tokens per model and judge seconds, and the bench's own wall seconds
+steps the target wrote, tokens per model, judge seconds and a judge call's cost as a share of a
+target-only step (``judge_share_of_target_step``), and the bench's own wall seconds
 (``wall_seconds_total``; the models' build time, ``load_seconds``, left out).
 
 ``bench.sweep`` (``{key: [values]}``, a ``judge.*`` or ``policy.*`` key) turns each preset into
@@ -502,6 +503,23 @@ def engine_seconds(summary: dict[str, Any]) -> float:
     return sum(summary["seconds"].values())
 
 
+def judge_share(summary: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    """A run's judge seconds per judge call over target-only's target seconds per step: what one
+    judge call costs as a share of the target writing one step (batched calls amortised over
+    their items, cache hits at the seconds they took). None without judge calls or a baseline.
+
+    >>> judge_share({"judge_calls": 10, "seconds": {"judge": 5.0}},
+    ...             {"target_steps": 20, "seconds": {"target": 40.0}})
+    0.25
+    >>> judge_share({"judge_calls": 0, "seconds": {"judge": 0.0}}, None) is None
+    True
+    """
+    if base is None or not summary.get("judge_calls") or not base.get("target_steps"):
+        return None
+    per_step = base["seconds"]["target"] / base["target_steps"]
+    return (summary["seconds"]["judge"] / summary["judge_calls"]) / per_step if per_step > 0 else None
+
+
 def run_entry(name: str, summary: dict[str, Any], speedup: float | None, preset: str | None = None,
               point: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``bench.json`` keeps of one run's summary (``preset``: the preset it ran, ``point``: the
@@ -663,6 +681,8 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     if conc_points:
         result["concurrency"] = concurrency_report(
             [(n, p, *conc_points[n], s) for (n, s), (_, p, _) in zip(rows, plan) if n in conc_points])
+    for (n, s) in rows:
+        result["runs"][n]["judge_share_of_target_step"] = judge_share(s, base)
     if store is not None and base is not None:
         # Wall seconds leave out what the cache answered; engine seconds count it.
         be = engine_seconds(base)
@@ -671,6 +691,11 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     path = _write_bench(out, result)
     print(format_table(rows, speedups=speedups if base is not None else None))
     print("judge seconds: " + ", ".join(f"{n} {s['seconds']['judge']:.2f}" for n, s in rows))
+    shares = [(n, e["judge_share_of_target_step"]) for n, e in result["runs"].items()
+              if e["judge_share_of_target_step"] is not None]
+    if shares:
+        print("judge call over a target-only step (seconds per call / per step): "
+              + ", ".join(f"{n} {x:.1%}" for n, x in shares))
     if store is not None:
         _runs.print_cache_hits(rows)
         if base is not None:

@@ -57,6 +57,12 @@ def test_models_bench_gathers_the_runs_summaries(tmp_path):
         # no step cache: wall seconds are the figures, the engine speed-up is not given
         assert run["engine_seconds"] == pytest.approx(sum(s["seconds"].values()))
         assert "speedup_vs_target_only_engine" not in run
+        if run["judge_calls"]:  # judge seconds per call over target-only's seconds per step
+            per_step = base["seconds"]["target"] / base["target_steps"]
+            assert run["judge_share_of_target_step"] == pytest.approx(
+                s["seconds"]["judge"] / s["judge_calls"] / per_step)
+        else:
+            assert run["judge_share_of_target_step"] is None
     runs = r["runs"]
     assert runs["target-only"]["target_step_share"] == 1.0 and runs["target-only"]["tokens"]["draft"] == 0
     assert runs["draft-only"]["target_step_share"] == 0.0 and runs["draft-only"]["tokens"]["target"] == 0
@@ -68,7 +74,9 @@ def test_models_bench_gathers_the_runs_summaries(tmp_path):
     assert "bench" not in smoke_cfg
     for name in r["runs"]:
         assert name in p.stdout
+    assert runs["smoke"]["judge_share_of_target_step"] is not None
     assert "speed-up" in p.stdout and "judge seconds" in p.stdout
+    assert "judge call over a target-only step" in p.stdout
 
 
 def test_gpu_preset_runs_its_plan_on_any_models(tmp_path):
