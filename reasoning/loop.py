@@ -131,7 +131,9 @@ class _Step:
     logprobs: list[float] | None = None
     top_logprobs: list[Mapping[str, float]] | None = None
     prompt_tokens: int = 0
+    prefill_tokens: int = 0
     seconds: float = 0.0
+    prefill_seconds: float | None = 0.0  # None once a piece's engine did not measure it
     finish: FinishReason = FinishReason.STOP
     truncated: bool = False
     calls: int = 0
@@ -280,6 +282,10 @@ class StepLoop:
                 target_seconds=tstep.seconds if tstep else 0.0,
                 finish_reason=kept_step.finish,
                 truncated=kept_step.truncated,
+                draft_prefill_tokens=dstep.prefill_tokens if dstep else 0,
+                target_prefill_tokens=tstep.prefill_tokens if tstep else 0,
+                draft_prefill_seconds=dstep.prefill_seconds if dstep else None,
+                target_prefill_seconds=tstep.prefill_seconds if tstep else None,
             )
             s.steps.append(rec)
             s.tokens_used += len(kept_step.token_ids)
@@ -345,7 +351,10 @@ class StepLoop:
                     tops = c.top_logprobs
                     st.top_logprobs = None if tops is None else st.top_logprobs + list(tops)
                 st.prompt_tokens += c.prompt_tokens
+                st.prefill_tokens += c.prefill_tokens
                 st.seconds += c.seconds
+                st.prefill_seconds = (None if st.prefill_seconds is None or c.prefill_seconds is None
+                                      else st.prefill_seconds + c.prefill_seconds)
                 st.calls += 1
                 st.finish = c.finish_reason
                 if c.finish_reason is FinishReason.LENGTH:
@@ -383,11 +392,8 @@ class StepLoop:
     def _judge(self, states: list[_State], drafts: dict[int, _Step]):
         reqs = [JudgeRequest(s.problem, s.messages, tuple(s.segments), drafts[id(s)].completion(),
                              len(s.steps)) for s in states]
-        t0 = time.perf_counter()
         try:
-            scores = list(self.judge.score(reqs))
-            if len(scores) != len(reqs):
-                raise RuntimeError(f"judge returned {len(scores)} scores for {len(reqs)} steps")
+            scores, seconds = timed_scores(self.judge, reqs)
         except Exception as e:  # noqa: BLE001
             if len(reqs) == 1:
                 states[0].error = f"judge: {type(e).__name__}: {e}"
@@ -402,7 +408,6 @@ class StepLoop:
         for s, sc in zip(states, scores):
             if not 0.0 <= sc <= 1.0:
                 s.error = f"judge returned score {sc} outside [0, 1]"
-        seconds = (time.perf_counter() - t0) / len(reqs)
         return {id(s): float(sc) for s, sc in zip(states, scores)}, seconds
 
     def _trace(self, s: _State) -> Trace:
@@ -413,6 +418,30 @@ class StepLoop:
                      text="".join(seg.text for seg in s.segments), seconds=seconds,
                      error=s.error, meta=dict(s.problem.meta),
                      latency_seconds=time.perf_counter() - s.t0)
+
+
+def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
+    """The judge's scores of ``requests`` and the seconds charged to each.
+
+    A judge that knows its own cost per item has ``score_timed`` (returning the scores and the
+    seconds per item): the step cache's judge (a hit costs what it cost when computed) and the
+    async schedule's gathered judge (its merged call's seconds over the items it merged, not the
+    wait in its queue). Any other judge is timed here, the call's wall time over its items.
+
+    Raises:
+        RuntimeError: the judge returned another number of scores than it was asked for.
+    """
+    timed = getattr(judge, "score_timed", None)
+    if timed is not None:
+        scores, seconds = timed(requests)
+        scores = list(scores)
+    else:
+        t0 = time.perf_counter()
+        scores = list(judge.score(requests))
+        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
+    if len(scores) != len(requests):
+        raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
+    return scores, float(seconds)
 
 
 def judge_logprobs(judge: object) -> int | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reasoning.types import Decision, Route, Trace
+from reasoning.types import Decision, Route, StepRecord, Trace
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -69,7 +69,8 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     judge, summed over steps), ``seconds_per_problem`` (mean, p50, p90), ``latency_seconds``
     (admission to end, mean, p50, p90), ``wall_seconds``,
     ``stop_reasons``, ``token_budget_share`` (share of problems stopped by the budget),
-    ``judge_calls`` (drafted steps the judge scored), ``errors``, and, when problems carry
+    ``judge_calls`` (drafted steps the judge scored), ``cost`` (see :func:`cost_breakdown`),
+    ``errors``, and, when problems carry
     ``subject`` or ``level`` in their meta (MATH), ``by_subject`` / ``by_level``:
     ``{value: {"problems", "correct", "accuracy"}}``.
     """
@@ -111,8 +112,141 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
         "token_budget_share": (sum(1 for t in traces if t.stop_reason.value == "token_budget") / n
                                if n else 0.0),
         "judge_calls": sum(1 for s in steps if s.score is not None),
+        "cost": cost_breakdown(steps),
         **{f"by_{key}": b for key in ("subject", "level") if (b := breakdown(traces, key))},
     }
+
+
+def _model_cost(steps: Sequence[StepRecord], who: str) -> dict[str, Any]:
+    seconds = prefill = unsplit = 0.0
+    for s in steps:
+        sec = getattr(s, f"{who}_seconds")
+        pre = getattr(s, f"{who}_prefill_seconds")
+        seconds += sec
+        if pre is None:
+            unsplit += sec
+        else:
+            prefill += pre
+    prompt = sum(getattr(s, f"{who}_prompt_tokens") for s in steps)
+    read = sum(getattr(s, f"{who}_prefill_tokens") for s in steps)
+    return {"seconds": seconds, "prefill_seconds": prefill, "decode_seconds": seconds - prefill - unsplit,
+            "unsplit_seconds": unsplit, "prefill_tokens": read, "cached_prompt_tokens": prompt - read,
+            "decode_tokens": sum(getattr(s, f"{who}_tokens") for s in steps)}
+
+
+def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
+    """Where a run's engine seconds went, from the seconds and token counts the engines reported.
+
+    ``draft`` and ``target`` each: ``seconds`` = ``prefill_seconds`` (reading prompts: for the
+    target, mostly its catch-up reads of the draft's kept steps) + ``decode_seconds`` (writing) +
+    ``unsplit_seconds`` (calls of an engine that does not time the two apart: vLLM, servers,
+    transformers); ``prefill_tokens`` (prompt ids read), ``cached_prompt_tokens`` (prompt ids its
+    prefix cache held), ``decode_tokens`` (ids generated). ``judge_seconds``. Of the draft's
+    seconds, ``wasted_draft_seconds`` went into steps that were then thrown away (rejected),
+    ``kept_draft_seconds`` into the rest. ``engine_seconds`` = draft + target + judge seconds:
+    what :func:`engine_seconds` reads.
+
+    >>> from reasoning.types import Decision, Route, StepRecord
+    >>> kept = StepRecord(0, Route.DRAFT, Decision.ACCEPT, Route.DRAFT, "a", draft_tokens=4,
+    ...                   draft_prompt_tokens=10, draft_prefill_tokens=10, draft_seconds=2.0,
+    ...                   draft_prefill_seconds=0.5, judge_seconds=0.25)
+    >>> thrown = StepRecord(1, Route.DRAFT, Decision.REJECT, Route.TARGET, "b", draft_tokens=4,
+    ...                     draft_prompt_tokens=14, draft_prefill_tokens=0, draft_seconds=1.0,
+    ...                     draft_prefill_seconds=0.0, target_tokens=5, target_prompt_tokens=14,
+    ...                     target_prefill_tokens=14, target_seconds=3.0)
+    >>> c = cost_breakdown([kept, thrown])
+    >>> c["draft"]["decode_seconds"], c["draft"]["cached_prompt_tokens"], c["wasted_draft_seconds"]
+    (2.5, 14, 1.0)
+    >>> c["target"]["unsplit_seconds"], c["engine_seconds"]
+    (3.0, 6.25)
+    """
+    wasted = sum(s.draft_seconds for s in steps if s.decision is Decision.REJECT)
+    draft = _model_cost(steps, "draft")
+    target = _model_cost(steps, "target")
+    judge = sum(s.judge_seconds for s in steps)
+    return {"draft": draft, "target": target, "judge_seconds": judge,
+            "wasted_draft_seconds": wasted, "kept_draft_seconds": draft["seconds"] - wasted,
+            "wasted_draft_tokens": sum(s.draft_tokens for s in steps if s.decision is Decision.REJECT),
+            "engine_seconds": draft["seconds"] + target["seconds"] + judge}
+
+
+def engine_seconds(summary: Mapping[str, Any]) -> float:
+    """A run's draft, judge and target seconds (step-cache hits counted at the seconds they took
+    when computed): its cost on the engines, the loop's own time left out.
+
+    >>> engine_seconds({"seconds": {"draft": 1.0, "judge": 0.5, "target": 2.0}})
+    3.5
+    """
+    return sum(summary["seconds"].values())
+
+
+def mixing_accuracy(cost: float, draft_only: tuple[float, float],
+                    target_only: tuple[float, float]) -> float | None:
+    """The mixing line: the accuracy of sending each whole problem at random to the draft alone
+    or the target alone, in the proportion that costs ``cost`` on average.
+
+    ``draft_only`` and ``target_only`` are ``(accuracy, engine seconds)`` of the two baselines on
+    the same problems. A share ``f = (cost - c_d) / (c_t - c_d)`` of the problems goes to the
+    target; the accuracy is ``a_d + f (a_t - a_d)``. At or above the target's cost the line stays
+    at ``a_t`` (no mix does better than the target alone by spending more); under the draft's
+    cost it falls to 0 at no cost (leaving problems unanswered is the only cheaper mix). A method
+    under this line is worse than no judge at all. None when the baselines' costs are equal.
+
+    >>> mixing_accuracy(60.0, (0.2, 40.0), (0.6, 80.0))  # half the problems to each model
+    0.4
+    >>> mixing_accuracy(100.0, (0.2, 40.0), (0.6, 80.0)), mixing_accuracy(20.0, (0.2, 40.0), (0.6, 80.0))
+    (0.6, 0.1)
+    """
+    (a_d, c_d), (a_t, c_t) = draft_only, target_only
+    if c_t <= c_d:
+        return None
+    if cost >= c_t:
+        return a_t
+    if cost <= c_d:
+        return a_d * max(cost, 0.0) / c_d if c_d > 0 else a_d
+    return a_d + (cost - c_d) / (c_t - c_d) * (a_t - a_d)
+
+
+def _binom_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p-value of ``k`` successes in ``n`` fair coin flips (McNemar's exact test)."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_difference(run: Mapping[str, bool], base: Mapping[str, bool], *, resamples: int = 10000,
+                      seed: int = 0, level: float = 0.95) -> dict[str, Any] | None:
+    """``run``'s accuracy minus ``base``'s over the problems both graded, with a paired interval.
+
+    Both map problem id -> correct. The interval is the percentile bootstrap over problems
+    (each resample draws problems with replacement and keeps each problem's pair of outcomes
+    together), seeded, so it is the same every time; ``mcnemar_p`` is McNemar's exact test on
+    the problems where the two differ (``run_only`` right only in ``run``, ``base_only`` only in
+    ``base``). None when no problem is shared.
+
+    >>> d = paired_difference({"a": True, "b": True, "c": False}, {"a": True, "b": False, "c": False})
+    >>> d["shared"], d["difference"], d["run_only"], d["base_only"], d["mcnemar_p"]
+    (3, 0.3333333333333333, 1, 0, 1.0)
+    """
+    import random
+
+    ids = sorted(set(run) & set(base))
+    n = len(ids)
+    if not n:
+        return None
+    diffs = [int(bool(run[i])) - int(bool(base[i])) for i in ids]
+    run_only, base_only = diffs.count(1), diffs.count(-1)
+    rng = random.Random(seed)
+    stats = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    lo = stats[min(resamples - 1, max(0, math.floor(lo_q * resamples)))]
+    hi = stats[min(resamples - 1, max(0, math.ceil(hi_q * resamples) - 1))]
+    return {"shared": n, "difference": sum(diffs) / n, "ci95": [lo, hi], "run_only": run_only,
+            "base_only": base_only, "correct_run": sum(bool(run[i]) for i in ids),
+            "correct_base": sum(bool(base[i]) for i in ids),
+            "mcnemar_p": _binom_two_sided(run_only, run_only + base_only), "resamples": resamples,
+            "method": "paired percentile bootstrap over problems; McNemar exact"}
 
 
 def breakdown(traces: Sequence[Trace], key: str) -> dict[str, dict[str, Any]]:
@@ -167,7 +301,8 @@ def _seconds(x: float | None) -> str:
 
 
 def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False,
-                 speedups: Sequence[float | None] | None = None, markdown: bool = False) -> str:
+                 speedups: Sequence[float | None] | None = None, markdown: bool = False,
+                 estimates: Sequence[bool] | None = None) -> str:
     """A plain-text table of named summaries, one row each, for the terminal.
 
     Args:
@@ -176,21 +311,28 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False
             :func:`target_token_share`).
         speedups: Add a speed-up column, one value per row (None: ``-``).
         markdown: A Markdown (pipe) table instead of aligned text.
+        estimates: One flag per row: its speed-up is an estimate (its steps, or the
+            baseline's, came from the step cache), printed with a leading ``~``.
+
+    ``engine s`` is the run's :func:`engine_seconds`.
 
     >>> s = {"problems": 2, "correct": 1, "graded": 2, "accuracy": 0.5, "accuracy_ci95": [0.0945, 0.9055],
     ...      "target_step_share": 0.25, "tokens": {"draft": 10, "target": 5}, "wall_seconds": 1.5,
-    ...      "seconds_per_problem": {"mean": 0.75}, "mean_steps": 2.0}
+    ...      "seconds_per_problem": {"mean": 0.75}, "mean_steps": 2.0,
+    ...      "seconds": {"draft": 0.5, "judge": 0.0, "target": 0.75}}
     >>> print(format_table([("x", s)]))
-    run  problems  accuracy      steps/problem  target steps  draft tok  target tok  wall s  s/problem
-    x    2         50.0% (1/2)   2.0            25.0%         10         5           1.5     0.75
-    >>> md = format_table([("x", s)], ci=True, speedups=[2.0], markdown=True).splitlines()
+    run  problems  accuracy      steps/problem  target steps  draft tok  target tok  engine s  wall s
+      s/problem
+    x    2         50.0% (1/2)   2.0            25.0%         10         5           1.2       1.5
+      0.75
+    >>> md = format_table([("x", s)], ci=True, speedups=[2.0], markdown=True, estimates=[True]).splitlines()
     >>> md[0][:38]
     '| run | problems | accuracy | 95% CI |'
     >>> print(md[2])
-    | x | 2 | 50.0% (1/2) | 9.4-90.5% | 2.0 | 25.0% | 33.3% | 10 | 5 | 1.5 | 2.00x | 0.75 |
+    | x | 2 | 50.0% (1/2) | 9.4-90.5% | 2.0 | 25.0% | 33.3% | 10 | 5 | 1.2 | 1.5 | ~2.00x | 0.75 |
     """
     head = ["run", "problems", "accuracy"] + (["95% CI"] if ci else []) + ["steps/problem", "target steps"]
-    head += (["target tok share"] if ci else []) + ["draft tok", "target tok", "wall s"]
+    head += (["target tok share"] if ci else []) + ["draft tok", "target tok", "engine s", "wall s"]
     head += (["speed-up"] if speedups is not None else []) + ["s/problem"]
     body = []
     for i, (name, s) in enumerate(rows):
@@ -204,10 +346,13 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False
         if ci:
             share = target_token_share(s)
             row.append("-" if share is None else f"{100 * share:.1f}%")
-        row += [str(s["tokens"]["draft"]), str(s["tokens"]["target"]), _seconds(s.get("wall_seconds"))]
+        eng = engine_seconds(s) if "seconds" in s else None
+        row += [str(s["tokens"]["draft"]), str(s["tokens"]["target"]), _seconds(eng),
+                _seconds(s.get("wall_seconds"))]
         if speedups is not None:
             sp = speedups[i]
-            row.append(ratio_text(sp))
+            mark = "~" if estimates is not None and estimates[i] and sp is not None else ""
+            row.append(mark + ratio_text(sp))
         row.append(f"{s['seconds_per_problem']['mean']:.2f}")
         body.append(row)
     if markdown:

@@ -229,8 +229,11 @@ class Completion:
         cached_prompt_tokens: Prompt tokens served from the engine's prefix cache, if known.
         logprobs: Log-probability of each generated token (one per token id), if asked for.
         top_logprobs: For each generated token, the top alternatives as ``{token text: logprob}``.
-        seconds: Wall-clock seconds of the engine call this completion was part of, divided
-            evenly over the batch.
+        seconds: Wall-clock seconds of the engine call this completion was part of that are
+            charged to it: divided evenly over the batch, or, where the engine times its phases
+            (llama.cpp), its share of each phase.
+        prefill_seconds: The part of ``seconds`` spent reading the prompt (prefill), where the
+            engine measures it; None where it does not (the split is then unknown, never guessed).
     """
 
     text: str
@@ -241,6 +244,18 @@ class Completion:
     logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[Mapping[str, float], ...] | None = None
     seconds: float = 0.0
+    prefill_seconds: float | None = None
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt ids the engine evaluated for this request (not served from its prefix cache).
+
+        >>> Completion("", (), FinishReason.STOP, 10, cached_prompt_tokens=7).prefill_tokens
+        3
+        >>> Completion("", (), FinishReason.STOP, 10).prefill_tokens  # no cache reported: all read
+        10
+        """
+        return self.prompt_tokens - (self.cached_prompt_tokens or 0)
 
     @property
     def num_tokens(self) -> int:
@@ -261,7 +276,8 @@ class Completion:
                    cached_prompt_tokens=d.get("cached_prompt_tokens"),
                    logprobs=None if lp is None else tuple(float(x) for x in lp),
                    top_logprobs=None if top is None else tuple(dict(m) for m in top),
-                   seconds=float(d.get("seconds", 0.0)))
+                   seconds=float(d.get("seconds", 0.0)),
+                   prefill_seconds=None if d.get("prefill_seconds") is None else float(d["prefill_seconds"]))
 
 
 @fast_init
@@ -280,11 +296,17 @@ class StepRecord:
         draft_tokens: Tokens the draft generated for this step (0 if none).
         target_text: The target's step (None when the draft was accepted).
         target_tokens: Tokens the target generated for this step (0 if none).
-        draft_prompt_tokens: Prompt tokens the draft's call(s) prefilled.
-        target_prompt_tokens: Prompt tokens the target's call(s) prefilled.
+        draft_prompt_tokens: Prompt tokens of the draft's call(s), prefix-cache hits included.
+        target_prompt_tokens: Prompt tokens of the target's call(s), prefix-cache hits included.
         draft_seconds: Seconds of draft generation charged to this step.
         judge_seconds: Seconds of judging charged to this step.
         target_seconds: Seconds of target generation charged to this step.
+        draft_prefill_tokens: Prompt ids the draft evaluated for this step (its prompt less what
+            its engine's prefix cache held): the draft's catch-up read of the target's steps.
+        target_prefill_tokens: The same for the target: its catch-up read of the draft's steps.
+        draft_prefill_seconds: The part of ``draft_seconds`` spent on that prefill, where the
+            engine measures it (None: not measured).
+        target_prefill_seconds: The same for ``target_seconds``.
         finish_reason: Finish reason of the kept text's last engine call.
         truncated: True if the kept step hit the step token limit before its stop string.
     """
@@ -306,6 +328,10 @@ class StepRecord:
     target_seconds: float = 0.0
     finish_reason: FinishReason = FinishReason.STOP
     truncated: bool = False
+    draft_prefill_tokens: int = 0
+    target_prefill_tokens: int = 0
+    draft_prefill_seconds: float | None = None
+    target_prefill_seconds: float | None = None
 
     @property
     def kept_tokens(self) -> int:

@@ -16,7 +16,9 @@ How it runs, and why:
   after the common prefix are evaluated, so a problem's next step, or the target-as-judge
   call on its latest step, costs its new tokens, not the whole context again.
   ``Completion.cached_prompt_tokens`` says how many prompt ids were reused;
-  :meth:`LlamaCppGenerator.perf` reads llama.cpp's own counters. A problem never starts from
+  :meth:`LlamaCppGenerator.perf` reads llama.cpp's own counters, and
+  :meth:`LlamaCppGenerator.reset_cache` empties every sequence (a benchmark run that must not
+  inherit the run before it). A problem never starts from
   another problem's cache: llama.cpp's numbers depend slightly on how a prefix was split into
   batches (we measured up to 0.1 nats on a first-token log-probability), so sharing would make
   a problem's answer depend on which problems ran before it. With this rule a problem's
@@ -123,6 +125,8 @@ class _Active:
     top: list[dict[str, float]] = field(default_factory=list)
     finish: FinishReason | None = None
     logits: Any = None
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
 
 class LlamaCppGenerator(TokenPrompts):
@@ -319,9 +323,13 @@ class LlamaCppGenerator(TokenPrompts):
                 waves.append(([i], {key}))
         for idx, _ in waves:
             results.extend(self._run_wave([items[i] for i in idx], idx))
-        seconds = (time.perf_counter() - t0) / max(len(items), 1)
+        # Each request is charged its share of the phases it was in (prefill: by the ids it fed;
+        # decode: each step's time over the requests decoding in it); what no phase timed (the
+        # sequences' bookkeeping) is spread evenly, so the shares add up to the call's seconds.
+        timed = sum(a.prefill_s + a.decode_s for a in results)
+        rest = (time.perf_counter() - t0 - timed) / max(len(items), 1)
         results.sort(key=lambda a: a.index)
-        return [self._completion(a, seconds) for a in results]
+        return [self._completion(a, rest) for a in results]
 
     def _assign(self, items: Sequence[Item]) -> list[_Sequence]:
         """A free sequence per item: its problem's own, else the longest shared prefix, else the oldest."""
@@ -366,16 +374,26 @@ class LlamaCppGenerator(TokenPrompts):
                 a.logits = seq.logits[keep]
             else:
                 feeds.append((a, ids[keep:]))
+        t = time.perf_counter()
         self._prefill(feeds)
+        fed = sum(len(ids) for _, ids in feeds)
+        spent = time.perf_counter() - t
+        for a, ids in feeds:
+            a.prefill_s = spent * len(ids) / fed
         for a in active:
             a.seq.logits[len(a.seq.tokens)] = a.logits
         running = list(active)
         while running:
+            t = time.perf_counter()
             for a in running:
                 self._step(a)
+            stepping = running
             running = [a for a in running if a.finish is None]
             if running:
                 self._decode_one(running)
+            share = (time.perf_counter() - t) / len(stepping)
+            for a in stepping:
+                a.decode_s += share
         for a in active:
             logits = a.seq.logits
             logits[len(a.seq.tokens)] = a.logits
@@ -465,7 +483,7 @@ class LlamaCppGenerator(TokenPrompts):
         if len(a.ids) >= a.max_tokens:
             a.finish = FinishReason.LENGTH
 
-    def _completion(self, a: _Active, seconds: float) -> Completion:
+    def _completion(self, a: _Active, rest: float) -> Completion:
         want = a.params.logprobs
         return Completion(
             text=b"".join(a.pieces).decode("utf-8", "replace"),
@@ -475,10 +493,23 @@ class LlamaCppGenerator(TokenPrompts):
             cached_prompt_tokens=a.cached,
             logprobs=tuple(a.logprobs) if want is not None else None,
             top_logprobs=tuple(a.top) if want else None,
-            seconds=seconds,
+            seconds=a.prefill_s + a.decode_s + rest,
+            prefill_seconds=a.prefill_s,
         )
 
     # -- counters and lifetime ---------------------------------------------------------------
+    @serialized
+    def reset_cache(self) -> bool:
+        """Empty every sequence's KV cache and forget whom it served, so that the next call reads
+        all its prompts anew (a benchmark run that must not inherit the run before it). True."""
+        self._lc.llama_memory_clear(self._ctx.memory, True)
+        for seq in self._seqs:
+            seq.tokens.clear()
+            seq.owner = None
+            seq.logits.clear()
+            seq.last_used = 0
+        return True
+
     def perf(self) -> dict[str, float]:
         """llama.cpp's own counters for this context since it was made.
 

@@ -48,6 +48,15 @@ class ScriptedGenerator:
             top alternatives are the sampled token alone, with its ``token_prob``.
         keep_requests: Keep every request seen in ``requests`` (tests read them); off for long
             benchmarks, where they would hold most of the memory measured.
+        prefix_cache: Behave like an engine with a KV cache per problem: a request's prompt ids
+            (its messages' ids, then its prefix's) that continue what the last call of its
+            problem read and wrote are reported as ``cached_prompt_tokens``; the rest is what it
+            reads (prefill). :meth:`reset_cache` empties it. Off: nothing is reported cached.
+        prefill_cost: With ``decode_cost``, a modelled cost instead of measured time: each
+            completion's ``seconds`` is ``prefill_cost`` per prompt id read plus ``decode_cost``
+            per generated id, and its ``prefill_seconds`` the first part (nothing sleeps), so
+            cost accounting can be checked by hand. Both None: the call's wall time, unsplit.
+        decode_cost: See ``prefill_cost``.
 
     >>> from reasoning.types import GenerationParams, GenerationRequest
     >>> g = ScriptedGenerator("draft", {"p": "One.\\n\\nTwo.\\n\\n"})
@@ -66,8 +75,20 @@ class ScriptedGenerator:
         seconds_per_token: float = 0.0,
         top_logprobs_fn: Callable[[GenerationRequest], Mapping[str, float] | None] | None = None,
         keep_requests: bool = True,
+        prefix_cache: bool = False,
+        prefill_cost: float | None = None,
+        decode_cost: float | None = None,
     ) -> None:
+        if (prefill_cost is None) != (decode_cost is None):
+            raise ValueError("ScriptedGenerator: give both prefill_cost and decode_cost, or neither")
+        for what, v in (("prefill_cost", prefill_cost), ("decode_cost", decode_cost)):
+            if v is not None and v < 0:
+                raise ValueError(f"ScriptedGenerator: {what} must be >= 0, got {v}")
         self.name = name
+        self.prefix_cache = prefix_cache
+        self.prefill_cost = prefill_cost
+        self.decode_cost = decode_cost
+        self._held: dict[str, tuple[int, ...]] = {}  # problem id -> ids its "KV cache" holds
         if callable(solutions):
             self._fn = solutions
             self._solutions: dict[str, str] = {}
@@ -168,12 +189,31 @@ class ScriptedGenerator:
                 lp = tuple([math.log(prob) if prob > 0 else -math.inf] * len(gen))
                 if p.logprobs > 0:
                     top = self._top(req, gen, lp, p.logprobs)
-            prompt = (sum(len(self._token_ids(m.content)) for m in req.messages)
-                      + len(self._token_ids(prefix_text)))
-            out.append(Completion(text=produced, token_ids=tuple(gen), finish_reason=finish,
-                                  prompt_tokens=prompt, logprobs=lp, top_logprobs=top))
+            prompt_ids = tuple(t for m in req.messages for t in self._token_ids(m.content)) + tuple(
+                self._token_ids(prefix_text))
+            cached = None
+            if self.prefix_cache:
+                held = self._held.get(req.problem_id, ())
+                cached = 0
+                while cached < min(len(held), len(prompt_ids)) and held[cached] == prompt_ids[cached]:
+                    cached += 1
+                self._held[req.problem_id] = prompt_ids + tuple(gen)
+            c = Completion(text=produced, token_ids=tuple(gen), finish_reason=finish,
+                           prompt_tokens=len(prompt_ids), cached_prompt_tokens=cached,
+                           logprobs=lp, top_logprobs=top)
+            if self.prefill_cost is not None:
+                pre = self.prefill_cost * c.prefill_tokens
+                c = replace(c, seconds=pre + self.decode_cost * len(gen), prefill_seconds=pre)
+            out.append(c)
+        if self.prefill_cost is not None:
+            return out
         dt = (time.perf_counter() - t0) / max(1, len(requests))
         return [replace(c, seconds=dt) for c in out]
+
+    def reset_cache(self) -> bool:
+        """Forget what the modelled KV cache holds (see ``prefix_cache``). True."""
+        self._held.clear()
+        return True
 
     def _top(self, req: GenerationRequest, gen: Sequence[int], lp: Sequence[float],
              k: int) -> tuple[dict[str, float], ...]:
