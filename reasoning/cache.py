@@ -13,14 +13,17 @@ What a key covers (a sha256 of the canonical JSON of):
 - a completion: the model identity (see :func:`model_identity`), the problem id, the
   request's messages, each prefix segment's text, source and token ids, and every
   :class:`~reasoning.types.GenerationParams` field (the seed among them);
-- a judge score: the judge identity, the problem id, the messages, the prefix texts, the step
-  index and the drafted step (its text, finish reason and logprobs).
+- a judge score: the judge identity, the problem id, the messages, the prefix segments' texts
+  and sources (which model wrote each step: a router reads it), the step index and the drafted
+  step (its text, finish reason and logprobs).
 
 Sampling (temperature > 0) without a seed is not deterministic and is never cached.
 
 A hit returns the completion as it was stored, its ``seconds`` included (the engine time it
-took when it was computed): per-model seconds in a summary stay the compute cost, while the
-run's wall-clock time shrinks. Wall times of runs with cache hits are not comparable.
+took when it was computed), and a judge hit the seconds its score took: per-model and judge
+seconds in a summary stay the compute cost, while the run's wall-clock time shrinks. Wall
+times of runs with cache hits are not comparable, and their engine seconds are an estimate
+(the same requests computed again, in another run's company, would not take exactly as long).
 
 >>> import tempfile, pathlib
 >>> from reasoning.backends.scripted import ScriptedGenerator
@@ -57,8 +60,9 @@ from reasoning.types import Completion, GenerationRequest, to_dict
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1
-"""Part of every key: bump it when what a key covers changes, so old entries are never hit."""
+KEY_VERSION = 2
+"""Part of every key: bump it when what a key covers changes, so old entries are never hit.
+(2: a judge key holds each prefix segment's source, and a judge entry its seconds.)"""
 
 SCHEMA_VERSION = 1
 """Layout of the SQLite file."""
@@ -169,7 +173,7 @@ def judge_key(judge_id: str, request: JudgeRequest) -> str:
         "judge": judge_id,
         "problem_id": request.problem.id,
         "messages": [[m.role, m.content] for m in request.messages],
-        "prefix": [seg.text for seg in request.prefix],
+        "prefix": [[seg.text, seg.source] for seg in request.prefix],
         "step_index": request.step_index,
         "step": {"text": s.text, "finish_reason": s.finish_reason, "logprobs": s.logprobs,
                  "top_logprobs": s.top_logprobs},
@@ -408,14 +412,25 @@ class CachedJudge(_Delegating):
         return {"hits": self.hits, "misses": self.misses}
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[float]:
+        return self.score_timed(requests)[0]
+
+    def score_timed(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
+        """The scores and the seconds per item: a hit at the seconds its score took when it was
+        computed, a miss at its share of the inner judge's call (see
+        :func:`reasoning.loop.timed_scores`)."""
+        from reasoning.loop import timed_scores
+
         keys = [judge_key(self.judge_id, r) for r in requests]
         found = self.cache.get_many(keys)
         out: list[float | None] = [None] * len(requests)
+        seconds = 0.0
         todo: list[int] = []
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             if k in found:
-                out[i] = float(found[k])
+                v = found[k]
+                out[i] = float(v["score"])
+                seconds += float(v.get("seconds") or 0.0)
                 self.hits += 1
             elif k in first:
                 self.hits += 1
@@ -423,19 +438,21 @@ class CachedJudge(_Delegating):
                 first[k] = i
                 self.misses += 1
                 todo.append(i)
+        per_item = 0.0
         if todo:
-            got = list(self.inner.score([requests[i] for i in todo]))
-            if len(got) != len(todo):
-                raise RuntimeError(f"judge returned {len(got)} scores for {len(todo)} steps")
+            got, per_item = timed_scores(self.inner, [requests[i] for i in todo])
             for i, s in zip(todo, got):
                 out[i] = s
-            self.cache.put_many([(keys[i], "score", float(out[i])) for i in todo
+            seconds += per_item * len(todo)
+            self.cache.put_many([(keys[i], "score", {"score": float(out[i]), "seconds": per_item})
+                                 for i in todo
                                  if isinstance(out[i], int | float) and not math.isnan(out[i])
                                  and 0.0 <= out[i] <= 1.0])
         for i, k in enumerate(keys):
             if out[i] is None:
                 out[i] = out[first[k]]
-        return out  # type: ignore[return-value]
+                seconds += per_item  # a repeat in the batch costs what its first did
+        return out, seconds / max(len(requests), 1)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"CachedJudge({self.inner!r}, {self.cache!r})"

@@ -64,7 +64,9 @@ class Gatherer:
 
     Args:
         name: For the thread's name and the logs.
-        call: Takes the merged list of items, returns one result per item, in order.
+        call: Takes the merged list of items, returns one result per item, in order, and the
+            seconds the call cost per item (measured where the call ran, so a wait in a queue
+            before it is not counted).
         gate: Shared with the problem threads and the other gatherers.
         max_wait_s: Longest to hold a batch open while a problem thread still computes
             (None: ``GATHER_MAX_WAIT_S``).
@@ -84,6 +86,11 @@ class Gatherer:
 
     def submit(self, items: Sequence[Any]) -> list[Any]:
         """Called by a problem thread: blocks until the merged call that holds ``items`` returns."""
+        return self.submit_timed(items)[0]
+
+    def submit_timed(self, items: Sequence[Any]) -> tuple[list[Any], float]:
+        """:meth:`submit`, with the seconds of the merged call charged to each of ``items``: the
+        call's cost over every item it merged, the time spent waiting for it left out."""
         fut: Future = Future()
         g = self._gate
         with g.cond:
@@ -124,12 +131,13 @@ class Gatherer:
                     fut.set_result(r)
 
     def _results(self, batch: list[tuple[list[Any], Future]]) -> list[Any]:
-        """Each caller's results (or the exception its part raised)."""
+        """Each caller's ``(results, seconds per item)`` (or the exception its part raised)."""
         items = [x for part, _ in batch for x in part]
         self.calls += 1
         self.batch_sizes.append(len(items))
         try:
-            out = list(self._call(items))
+            out, per_item = self._call(items)
+            out = list(out)
             if len(out) != len(items):
                 raise RuntimeError(f"{self.name} returned {len(out)} results for {len(items)} items")
         except Exception as e:  # noqa: BLE001 - handed to the callers
@@ -139,7 +147,7 @@ class Gatherer:
             return [self._results([b])[0] for b in batch]
         res, i = [], 0
         for part, _ in batch:
-            res.append(out[i:i + len(part)])
+            res.append((out[i:i + len(part)], per_item))
             i += len(part)
         return res
 
@@ -226,6 +234,26 @@ class GatheredJudge(_Proxy):
     def score(self, requests):
         return self._gatherer.submit(requests)
 
+    def score_timed(self, requests):
+        """The scores and the merged call's seconds per item (see :func:`reasoning.loop.timed_scores`)."""
+        return self._gatherer.submit_timed(requests)
+
+
+def _timed_call(obj: Any, method: str) -> Callable[[list[Any]], tuple[Sequence[Any], float]]:
+    """``obj``'s ``method`` as a gatherer calls it: results and seconds per item, timed where it runs."""
+    if method == "score":
+        from reasoning.loop import timed_scores
+
+        return lambda items: timed_scores(obj, items)
+    call = getattr(obj, method)
+
+    def timed(items: list[Any]) -> tuple[Sequence[Any], float]:
+        t0 = time.perf_counter()
+        out = call(items)
+        return out, (time.perf_counter() - t0) / max(len(items), 1)
+
+    return timed
+
 
 def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
     """Run ``loop`` (a :class:`~reasoning.loop.StepLoop`) on the asynchronous schedule; yield
@@ -253,7 +281,7 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
     def gathered(obj: Any, cls: type[_Proxy]) -> Any:
         g = gathers.get(id(obj))
         if g is None:  # one gatherer per object: a draft that is also the target shares it
-            call = getattr(obj, cls.method)
+            call = _timed_call(obj, cls.method)
             if not takes_concurrent_calls(obj):
                 call = engine.call(call)
             g = gathers[id(obj)] = Gatherer(getattr(obj, "name", type(obj).__name__), call, gate)
