@@ -27,7 +27,7 @@ from reasoning.policies import AlwaysDraft, AlwaysTarget, ThresholdPolicy
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import Generator, Judge, Segmenter, StepPolicy
 from reasoning.segmenter import BlankLineSegmenter
-from reasoning.traces import SUMMARY, TRACES, TraceWriter, read_traces
+from reasoning.traces import CALLS, SUMMARY, TRACES, TraceWriter, append_call, read_calls, read_traces
 from reasoning.types import Problem, StopReason, Trace
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Pipeline:
 
     def run(self, problems: Iterable[Problem], out_dir: str | os.PathLike | None = None,
             config: Mapping[str, Any] | str | None = None, progress: bool = False,
-            total: int | None = None) -> RunResult:
+            total: int | None = None, off_clock: Callable[[], float] | None = None) -> RunResult:
         """Solve ``problems``; with ``out_dir``, append traces as they finish and write the summary.
 
         Problems already in ``out_dir/traces.jsonl`` are skipped (the run resumes), and the
@@ -113,9 +113,16 @@ class Pipeline:
             config: The resolved config to save beside the traces (a mapping, or YAML text).
             progress: Show a progress bar (tqdm) on stderr.
 
-        The summary's ``wall_seconds`` is this call's wall-clock time less the time spent
-        grading (grading is the same for every method and would blur speed comparisons).
             total: Number of problems, for the progress bar when ``problems`` has no len().
+            off_clock: Returns the seconds spent during this call that are not the run's own
+                (models built at their first use), taken off its wall time.
+
+        The summary's ``wall_seconds`` is the wall-clock time of the calls that wrote the
+        traces, less grading (the same for every method, it would blur speed comparisons) and
+        ``off_clock``. With ``out_dir`` each call appends its wall seconds and the problems it
+        finished to ``calls.jsonl`` (even when interrupted), so a resumed run's wall time is
+        that of all its calls; where some traces came from a call that left no record (killed
+        outright), ``wall_seconds`` is None and ``wall_seconds_known`` holds what is known.
         """
         problems = list(problems)
         out = Path(out_dir) if out_dir is not None else None
@@ -143,6 +150,7 @@ class Pipeline:
                         self.prompt, self.loop)
         new: list[Trace] = []
         grading_s = 0.0
+        off0 = off_clock() if off_clock is not None else 0.0
         t0 = time.perf_counter()
         try:
             for tr in loop.iter_traces(problems):
@@ -159,13 +167,28 @@ class Pipeline:
                     bar.set_postfix_str(f"correct {acc}/{len(new)}")
         finally:
             wall = time.perf_counter() - t0 - grading_s
+            if off_clock is not None:
+                wall = max(0.0, wall - (off_clock() - off0))
             if bar is not None:
                 bar.close()
             if writer is not None:
                 writer.close()
+                append_call(out / CALLS, {"wall_seconds": wall, "problems": len(new),
+                                          "grading_seconds": grading_s, "ended_at": time.time()})
         traces = done + new
         summary = summarize(traces, wall_seconds=wall)
         summary["grading_seconds"] = grading_s
+        if out is not None:
+            calls = read_calls(out / CALLS)
+            known = sum(float(c.get("wall_seconds") or 0.0) for c in calls)
+            covered = sum(int(c.get("problems") or 0) for c in calls)
+            summary["calls"] = len(calls)
+            summary["wall_seconds"] = known if covered >= len(traces) else None
+            if covered < len(traces):
+                summary["wall_seconds_known"] = known
+                summary["wall_seconds_note"] = (
+                    f"{len(traces) - covered} of {len(traces)} problems came from a call that recorded "
+                    "no wall time (killed); wall seconds unknown")
         summary["policy"] = type(self.policy).__name__
         summary["token_budget"] = self.loop.token_budget
         if out is not None:

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 TRACES = "traces.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
+CALLS = "calls.jsonl"
+"""One line per call of a run into its folder (a first run, then each resume): its wall seconds
+and the problems it finished, so a resumed run's wall time covers every call, not the last."""
 
 
 def read_traces(path: str | os.PathLike, repair: bool = False) -> list[Trace]:
@@ -105,3 +108,36 @@ def iter_trace_dicts(path: str | os.PathLike) -> Iterator[dict]:
     """The raw JSON objects of a trace file (for tools that read fields we don't model)."""
     for tr in read_traces(path):
         yield tr.to_dict()
+
+
+def append_call(path: str | os.PathLike, record: dict) -> None:
+    """Append one call's record (a JSON object) to ``calls.jsonl``, flushed and fsynced."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_calls(path: str | os.PathLike) -> list[dict]:
+    """The records of ``calls.jsonl`` (none if it is missing); a torn line is skipped.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / CALLS
+    >>> append_call(p, {"wall_seconds": 2.0, "problems": 3})
+    >>> _ = p.open("a").write('{"wall_sec')  # a call killed while writing
+    >>> read_calls(p)
+    [{'problems': 3, 'wall_seconds': 2.0}]
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: skipping a torn line", p)
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
