@@ -45,6 +45,23 @@ class Generator(Protocol):
         ...
 
 
+def reset_cache(gen: object) -> bool | None:
+    """Empty a generator's engine caches (llama.cpp's sequences, vLLM's prefix cache) through
+    its optional ``reset_cache()``, so that its next call reads every prompt anew.
+
+    A benchmark calls it before each run, so that no run gets free prefill from the one before.
+    Returns what ``reset_cache()`` returned (True: emptied), or None where the generator has no
+    such method (its caches, if any, were not reset: the bench says so for the run).
+
+    >>> class Engine:
+    ...     def reset_cache(self): return True
+    >>> reset_cache(Engine()), reset_cache(object())
+    (True, None)
+    """
+    fn = getattr(gen, "reset_cache", None)
+    return None if fn is None else bool(fn())
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class JudgeRequest:

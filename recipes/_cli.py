@@ -215,6 +215,13 @@ class LazyGenerator:
     def generate(self, requests):
         return self.get().generate(requests)
 
+    def reset_cache(self) -> bool | None:
+        """Empty the built generator's engine caches (see :func:`reasoning.protocols.reset_cache`);
+        one not built yet has none (True)."""
+        from reasoning.protocols import reset_cache
+
+        return True if self._gen is None else reset_cache(self._gen)
+
     def close(self) -> None:
         if self._gen is not None:
             self._gen.close()

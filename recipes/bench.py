@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
+from reasoning.metrics import engine_seconds
 from recipes import _cli, _runs
 
 log = logging.getLogger("recipes.bench")
@@ -493,16 +494,6 @@ def sweep_point(method: Any, preset: str, point: dict[str, Any]) -> Any:
     return out
 
 
-def engine_seconds(summary: dict[str, Any]) -> float:
-    """A run's draft, judge and target seconds, step-cache hits counted at the seconds they took
-    when computed: what it would take alone, but for the loop's own time.
-
-    >>> engine_seconds({"seconds": {"draft": 1.0, "judge": 0.5, "target": 2.0}})
-    3.5
-    """
-    return sum(summary["seconds"].values())
-
-
 def judge_share(summary: dict[str, Any], base: dict[str, Any] | None) -> float | None:
     """A run's judge seconds per judge call over target-only's target seconds per step: what one
     judge call costs as a share of the target writing one step (batched calls amortised over
@@ -532,7 +523,8 @@ def run_entry(name: str, summary: dict[str, Any], speedup: float | None, preset:
              "tokens": summary["tokens"], "engine_seconds": engine_seconds(summary),
              "judge_seconds": summary["seconds"]["judge"],
              "judge_calls": summary["judge_calls"], "draft_acceptance": summary["draft_acceptance"],
-             "token_budget_share": summary["token_budget_share"], "errors": summary["errors"]}
+             "token_budget_share": summary["token_budget_share"], "errors": summary["errors"],
+             "cost": summary.get("cost")}
     entry.update({k: summary[k] for k in ("cache_hits", "cache_misses", "cache", "load_seconds")
                   if k in summary})
     return entry
@@ -561,6 +553,104 @@ def sweep_report(key: str, values: Sequence[Any],
                                      "engine_seconds": engine_seconds(top),
                                      "cache_hits": top.get("cache_hits", 0)},
             "note": SWEEP_NOTE}
+
+
+ESTIMATE_NOTE = ("~ marks an estimate: the run's steps (or target-only's) came partly from the step cache, "
+                 "counted at the seconds they took when computed, not measured standalone")
+
+
+def headline(summary: dict[str, Any], base: dict[str, Any] | None) -> tuple[float | None, bool]:
+    """A run's speed-up over target-only, the bench's headline figure: target-only's engine seconds
+    over the run's (see :func:`engine_seconds`), and whether it is an estimate (either run had
+    step-cache hits, so its seconds were not all measured in this run).
+
+    >>> headline({"seconds": {"draft": 1.0, "judge": 0.0, "target": 1.0}},
+    ...          {"seconds": {"draft": 0.0, "judge": 0.0, "target": 5.0}})
+    (2.5, False)
+    >>> headline({"seconds": {"draft": 2.0, "judge": 0.0, "target": 0.0}, "cache_hits": 3},
+    ...          {"seconds": {"draft": 0.0, "judge": 0.0, "target": 5.0}, "cache_hits": 0})
+    (2.5, True)
+    """
+    if base is None:
+        return None, False
+    from recipes.compare import speedup
+
+    cached = bool(summary.get("cache_hits")) or bool(base.get("cache_hits"))
+    return speedup(engine_seconds(base), engine_seconds(summary)), cached
+
+
+def correct_by_problem(run_dir: Path) -> dict[str, bool]:
+    """``{problem id: correct}`` of the graded traces in ``run_dir``."""
+    from reasoning.traces import TRACES, read_traces
+
+    return {t.problem_id: bool(t.correct) for t in read_traces(run_dir / TRACES) if t.correct is not None}
+
+
+def against_baselines(summary: dict[str, Any], correct: dict[str, bool],
+                      base: tuple[dict[str, Any], dict[str, bool]] | None,
+                      draft: tuple[dict[str, Any], dict[str, bool]] | None) -> dict[str, Any]:
+    """What ``bench.json`` says of a run beside the baselines on the same problems: its accuracy
+    difference from target-only with a paired interval (``paired_vs_target_only``, see
+    :func:`reasoning.metrics.paired_difference`), and the mixing line at its engine seconds
+    (``mixing_accuracy``: sending whole problems at random to draft-only or target-only, see
+    :func:`reasoning.metrics.mixing_accuracy`) with its margin over it (``above_mixing_line``,
+    accuracy points; negative: worse than no judge).
+    """
+    from reasoning.metrics import mixing_accuracy, paired_difference
+
+    out: dict[str, Any] = {}
+    if base is not None:
+        out["paired_vs_target_only"] = paired_difference(correct, base[1])
+    if base is not None and draft is not None and summary.get("accuracy") is not None:
+        (bs, _), (ds, _) = base, draft
+        if bs.get("accuracy") is not None and ds.get("accuracy") is not None:
+            mix = mixing_accuracy(engine_seconds(summary), (ds["accuracy"], engine_seconds(ds)),
+                                  (bs["accuracy"], engine_seconds(bs)))
+            out["mixing_accuracy"] = mix
+            out["above_mixing_line"] = None if mix is None else summary["accuracy"] - mix
+    return out
+
+
+def baseline_lines(result: dict[str, Any]) -> list[str]:
+    """A line per run: its cost breakdown, and its place against target-only and the mixing line.
+
+    >>> d = {"seconds": 3.0, "prefill_seconds": 1.0, "decode_seconds": 2.0, "unsplit_seconds": 0.0}
+    >>> t = {"seconds": 4.0, "prefill_seconds": 1.5, "decode_seconds": 2.5, "unsplit_seconds": 0.0}
+    >>> cost = {"draft": d, "target": t, "judge_seconds": 0.5, "wasted_draft_seconds": 1.0,
+    ...         "engine_seconds": 7.5}
+    >>> e = {"cost": cost, "mixing_accuracy": 0.45, "above_mixing_line": 0.05, "paired_vs_target_only": {
+    ...      "difference": -0.02, "ci95": [-0.08, 0.04], "run_only": 1, "base_only": 2, "mcnemar_p": 1.0}}
+    >>> for line in baseline_lines({"runs": {"x": e}}): print(line)
+    x: engine 7.5 s = draft 3.0 (prefill 1.0, decode 2.0; wasted 1.0)
+       + target 4.0 (prefill 1.5, decode 2.5) + judge 0.5
+    x: vs target-only -2.0 points (paired 95% CI -8.0 to +4.0; 1 won, 2 lost, McNemar p 1.00);
+       mixing line 45.0%, 5.0 points above it
+    """
+    lines = []
+    for name, e in result["runs"].items():
+        c = e.get("cost")
+        if c:
+            def part(m: dict[str, Any]) -> str:
+                un = f", unsplit {m['unsplit_seconds']:.1f}" if m["unsplit_seconds"] else ""
+                return f"prefill {m['prefill_seconds']:.1f}, decode {m['decode_seconds']:.1f}{un}"
+            d, t = c["draft"], c["target"]
+            lines.append(f"{name}: engine {c['engine_seconds']:.1f} s = draft {d['seconds']:.1f} ({part(d)}; "
+                         f"wasted {c['wasted_draft_seconds']:.1f}) + target {t['seconds']:.1f} ({part(t)}) "
+                         f"+ judge {c['judge_seconds']:.1f}")
+        pr = e.get("paired_vs_target_only")
+        bits = []
+        if pr:
+            lo, hi = pr["ci95"]
+            bits.append(f"vs target-only {100 * pr['difference']:+.1f} points (paired 95% CI "
+                        f"{100 * lo:+.1f} to {100 * hi:+.1f}; {pr['run_only']} won, {pr['base_only']} "
+                        f"lost, McNemar p {pr['mcnemar_p']:.2f})")
+        if e.get("mixing_accuracy") is not None:
+            bits.append(f"mixing line {100 * e['mixing_accuracy']:.1f}%, "
+                        f"{100 * abs(e['above_mixing_line']):.1f} points "
+                        f"{'above' if e['above_mixing_line'] >= 0 else 'BELOW'} it")
+        if bits:
+            lines.append(f"{name}: " + "; ".join(bits))
+    return lines
 
 
 def footer(result: dict[str, Any]) -> str:
@@ -601,6 +691,24 @@ def footer(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def reset_engine_caches(models: dict[str, Any]) -> dict[str, str]:
+    """Empty every model's engine caches before a run (see :func:`reasoning.protocols.reset_cache`);
+    per model what was done: ``reset``, ``not built`` (nothing cached yet), or ``not reset`` (the
+    engine has no way to: the run may inherit prefixes the runs before it left)."""
+    from reasoning.protocols import reset_cache
+
+    out = {}
+    for name, g in models.items():
+        if not getattr(g, "loaded", True):
+            out[name] = "not built"
+            continue
+        done = reset_cache(g)
+        out[name] = "reset" if done else "not reset"
+        if not done:
+            log.warning("bench: %s's engine caches could not be emptied; the next run may inherit them", name)
+    return out
+
+
 def _loaded_seconds(lazies: dict[str, Any]) -> float:
     return sum(g.load_seconds for g in lazies.values())
 
@@ -613,7 +721,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     """
     from dataclasses import replace
 
-    from reasoning.metrics import format_table, ratio_text
+    from reasoning.metrics import format_table
     from reasoning.pipeline import Pipeline, close_all
     from recipes.compare import speedup
 
@@ -658,24 +766,47 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
         if store is None:
             _cli.load_models(_runs.models_needed(p.policy for p in pipes.values()), lazies)
         loaded0, t0 = _loaded_seconds(lazies), time.perf_counter()
+        inherited: dict[str, dict[str, str]] = {}
         for i, (n, _, _) in enumerate(plan, 1):
             log.info("bench run %s (%d of %d)", n, i, len(plan))
+            # Each run starts from empty engine caches: no free prefill from the run before.
+            inherited[n] = reset_engine_caches(lazies)
             rows.append((n, _runs.run_into(pipes[n], problems, out / n, configs[n], progress=cfg.progress,
-                                           lazies=lazies, wrapped=wrapped[n])))
+                                           lazies=lazies, wrapped=wrapped[n],
+                                           extra={"bench_order": i, "engine_caches": inherited[n]})))
         total_s = time.perf_counter() - t0 - (_loaded_seconds(lazies) - loaded0)
         load_s = {k: round(g.load_seconds, 2) for k, g in lazies.items() if g.loaded}
     finally:
         close_all(list(lazies.values()))
         if store is not None:
             store.close()
-    base = next((s for _, s in rows if s.get("policy") == "AlwaysTarget"), None)
-    bw = base.get("wall_seconds") if base is not None else None
-    speedups = [speedup(bw, s.get("wall_seconds")) for _, s in rows]
+    base_name = next((n for n, s in rows if s.get("policy") == "AlwaysTarget"), None)
+    draft_name = next((n for n, s in rows if s.get("policy") == "AlwaysDraft"), None)
+    summaries = dict(rows)
+    base = summaries.get(base_name)
+    heads = [headline(s, base) for _, s in rows]
+    speedups = [h for h, _ in heads]
+    estimates = [e for _, e in heads]
     result = {"mode": "models", "recipe": recipe, "problems": len(problems),
               "dataset": _plain(cfg.dataset),
               "load_seconds": load_s, "wall_seconds_total": total_s,
+              "order": [n for n, _ in rows],
+              "speedup_basis": "target-only's engine seconds over the run's, measured in this bench; "
+                               "an estimate where either had step-cache hits",
               "runs": {n: run_entry(n, s, sp, preset, point)
                        for (n, s), sp, (_, preset, point) in zip(rows, speedups, plan)}}
+    correct = {n: correct_by_problem(out / n) for n, _ in rows}
+    for (n, s), est in zip(rows, estimates):
+        e = result["runs"][n]
+        e["speedup_is_estimate"] = est
+        e["order"] = s.get("bench_order")
+        e["engine_caches"] = s.get("engine_caches")
+        bw = base.get("wall_seconds") if base is not None else None
+        # Wall clock only where both runs computed every step themselves.
+        e["wall_speedup_vs_target_only"] = None if est else speedup(bw, s.get("wall_seconds"))
+        e.update(against_baselines(
+            s, correct[n], None if base_name is None else (base, correct[base_name]),
+            None if draft_name is None else (summaries[draft_name], correct[draft_name])))
     if sweep is not None:
         result["sweep"] = sweep_report(*sweep, [r for r, (_, _, point) in zip(rows, plan) if point])
     if conc_points:
@@ -683,13 +814,12 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
             [(n, p, *conc_points[n], s) for (n, s), (_, p, _) in zip(rows, plan) if n in conc_points])
     for (n, s) in rows:
         result["runs"][n]["judge_share_of_target_step"] = judge_share(s, base)
-    if store is not None and base is not None:
-        # Wall seconds leave out what the cache answered; engine seconds count it.
-        be = engine_seconds(base)
-        for entry in result["runs"].values():
-            entry["speedup_vs_target_only_engine"] = speedup(be, entry["engine_seconds"])
     path = _write_bench(out, result)
-    print(format_table(rows, speedups=speedups if base is not None else None))
+    print(format_table(rows, speedups=speedups if base is not None else None, estimates=estimates))
+    if any(estimates):
+        print(ESTIMATE_NOTE)
+    for line in baseline_lines(result):
+        print(line)
     print("judge seconds: " + ", ".join(f"{n} {s['seconds']['judge']:.2f}" for n, s in rows))
     shares = [(n, e["judge_share_of_target_step"]) for n, e in result["runs"].items()
               if e["judge_share_of_target_step"] is not None]
@@ -698,11 +828,6 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
               + ", ".join(f"{n} {x:.1%}" for n, x in shares))
     if store is not None:
         _runs.print_cache_hits(rows)
-        if base is not None:
-            print("engine seconds (cache hits at the seconds they took when computed), speed-up over "
-                  "target-only: " + ", ".join(f"{n} {e['engine_seconds']:.1f} s "
-                                              f"{ratio_text(e['speedup_vs_target_only_engine'])}"
-                                              for n, e in result["runs"].items()))
     if base is None:
         print("no target-only run (bench.baselines), so no speed-ups")
     print(footer(result))

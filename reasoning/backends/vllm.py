@@ -270,6 +270,15 @@ class VLLMGenerator(TokenPrompts):
         return out
 
     # -- lifetime ----------------------------------------------------------------------------
+    @serialized
+    def reset_cache(self) -> bool:
+        """Empty vLLM's prefix cache (``LLM.reset_prefix_cache``), so the next call reads every
+        prompt anew: a benchmark run must not inherit the run before it. False if vLLM refused
+        (it cannot reset while requests are running)."""
+        if self._llm is None:
+            raise RuntimeError(f"VLLMGenerator {self.name!r} is closed")
+        return bool(self._llm.reset_prefix_cache())
+
     def close(self) -> None:
         """Shut the engine down and free its memory. Idempotent."""
         llm, self._llm = getattr(self, "_llm", None), None

@@ -125,6 +125,13 @@ def _child(conn: Any, spec: dict[str, Any], env: dict[str, str]) -> None:
                     break
                 except Exception as e:  # noqa: BLE001 - e.g. a completion that does not pickle
                     conn.send(("error", f"cannot send the completions back: {type(e).__name__}: {e}"))
+            elif op == "reset_cache":
+                from reasoning.protocols import reset_cache
+
+                try:
+                    conn.send(("ok", reset_cache(gen)))
+                except BaseException as e:  # noqa: BLE001
+                    conn.send(("error", f"{type(e).__name__}: {e}"))
             else:
                 conn.send(("error", f"unknown worker operation {op!r}"))
     finally:
@@ -354,6 +361,21 @@ class WorkerGenerator:
         if kind != "ok":
             raise RuntimeError(f"worker {self.name!r} sent an unexpected {kind!r} message")
         return payload
+
+    @serialized
+    def reset_cache(self) -> bool:
+        """Empty the worker's engine caches (see :func:`reasoning.protocols.reset_cache`); False
+        where its generator has none to reset."""
+        if self._closed:
+            raise RuntimeError(f"worker {self.name!r} is closed")
+        try:
+            self._conn.send(("reset_cache",))
+        except (OSError, EOFError) as e:
+            raise RuntimeError(self._death("reset_cache")) from e
+        kind, payload = self._recv(self.request_timeout_s, "reset_cache")
+        if kind != "ok":
+            raise RuntimeError(f"worker {self.name!r} ({self._target}) could not reset its cache: {payload}")
+        return bool(payload)
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self, timeout_s: float = 60) -> None:
