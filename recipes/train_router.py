@@ -5,11 +5,14 @@
         --base-model smollm2-135m --out runs/router/seq --epochs 1 --max-length 384
     python -m recipes.evaluate recipe=arbitrage judge.path=runs/router/lightweight
 
-``lightweight`` (the default) fits a logistic regression and gradient boosting on the draft's
-cheap features and keeps the better by held-out ROC-AUC; ``seq-classification`` fine-tunes a
-transformers model on the annotated history and the drafted step. Held-out problems (not
-rows) give ROC-AUC, accuracy and the Spearman correlation of the router's P with the
-advantage. The router folder holds ``router.json`` (kind, format version, features, metrics)
+``lightweight`` (the default) compares a logistic regression and gradient boosting on the
+draft's cheap features by grouped cross-validation on the training problems (``--cv-folds``
+folds, a problem's rows in one fold) and keeps the better by mean CV ROC-AUC;
+``seq-classification`` fine-tunes a transformers model on the annotated history and the drafted
+step. Held-out problems (not rows), never used to choose, give the final report: ROC-AUC,
+accuracy and the Spearman correlation of the router's P with the advantage, ROC-AUC and
+Spearman with 95% intervals from a bootstrap over held-out problems
+(``--bootstrap-resamples``). The router folder holds ``router.json`` (kind, format version, features, metrics)
 and the model; :class:`routers.judge.RouterJudge` (``judge=arbitrage``) loads it.
 """
 
@@ -45,7 +48,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="compare the draft with the mean score of all target samples of a step")
     p.add_argument("--no-balance", action="store_true", help="do not down-sample the majority class")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.25, help="share of problems held out")
+    p.add_argument("--test-fraction", type=float, default=0.25,
+                   help="share of problems held out (for the final report only)")
+    p.add_argument("--cv-folds", type=int, default=5,
+                   help="lightweight: grouped CV folds on the training problems that choose the model")
+    p.add_argument("--bootstrap-resamples", type=int, default=1000,
+                   help="resamples of held-out problems for the 95%% intervals")
     g = p.add_argument_group("seq-classification")
     g.add_argument("--base-model", default="smollm2-135m", help="short name, local folder or hub id")
     g.add_argument("--epochs", type=int, default=1)
@@ -61,17 +69,32 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _ci(ci) -> str:
+    return "" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _report(name: str, m) -> None:
+    """The held-out report: point estimates and 95% intervals (bootstrap over problems)."""
+    print(f"{name}: held-out ROC-AUC {_fmt(m['roc_auc'])}{_ci(m.get('roc_auc_ci'))}, accuracy "
+          f"{_fmt(m['accuracy'])}, Spearman {_fmt(m['spearman'])}{_ci(m.get('spearman_ci'))} "
+          f"(95% intervals: bootstrap over held-out problems)")
+
+
 def run(args: argparse.Namespace) -> int:
     from routers.train import load_rows, train_lightweight, train_seq_router
 
     if not 0.0 <= args.test_fraction < 1.0:
         raise UserError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
+    if args.cv_folds < 2:
+        raise UserError(f"--cv-folds must be >= 2, got {args.cv_folds}")
+    if args.bootstrap_resamples < 1:
+        raise UserError(f"--bootstrap-resamples must be >= 1, got {args.bootstrap_resamples}")
     rows = load_rows(args.data)
     kw = dict(margin=args.margin, average_samples=args.average_samples, balance_classes=not args.no_balance,
-              seed=args.seed, test_fraction=args.test_fraction)
+              seed=args.seed, test_fraction=args.test_fraction, bootstrap_resamples=args.bootstrap_resamples)
     if args.kind == "lightweight":
         try:
-            router = train_lightweight(rows, **kw)
+            router = train_lightweight(rows, cv_folds=args.cv_folds, **kw)
         except ImportError as e:
             raise UserError(f"the lightweight router needs scikit-learn: pip install -e '.[router]' "
                             f"({e})") from None
@@ -79,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         router.save(args.out)
         meta = router.meta
         for name, m in meta["candidates"].items():
-            print(f"{name:>9}: held-out ROC-AUC {_fmt(m['roc_auc'])}, accuracy {_fmt(m['accuracy'])}, "
-                  f"Spearman {_fmt(m['spearman'])}")
+            print(f"{name:>9}: CV ROC-AUC {_fmt(m['roc_auc'])} ({meta['selection']['method']})")
         cost = meta["cost_ms"]
-        print(f"kept {meta['model']} ({meta['selected_by']}); {cost.get('single_ms')} ms per decision alone, "
-              f"{cost.get('batch64_ms')} ms in a batch of 64")
+        print(f"kept {meta['model']} ({meta['selected_by']}; CV ROC-AUC {_fmt(meta['cv_score'])}); "
+              f"{cost.get('single_ms')} ms per decision alone, {cost.get('batch64_ms')} ms in a batch of 64")
+        _report(meta["model"], meta["heldout"])
     else:
         try:
             meta = train_seq_router(rows, args.base_model, args.out, epochs=args.epochs,
@@ -92,12 +115,11 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise UserError(f"the seq-classification router needs torch and transformers: pip install -e "
                             f"'.[hf]' ({e})") from None
-        m = meta["heldout"]
-        print(f"seq-classification ({meta['steps']} steps): held-out ROC-AUC {_fmt(m['roc_auc'])}, "
-              f"accuracy {_fmt(m['accuracy'])}, Spearman {_fmt(m['spearman'])}")
-    t = meta["train"]
-    print(f"trained on {t['rows']} rows of {t['problems']} problems ({t['positives']} where the target is "
-          f"better), held out {meta['heldout']['rows']} rows of {len(meta['heldout_problems'])} problems")
+        _report(f"seq-classification ({meta['steps']} steps)", meta["heldout"])
+    t, split = meta["train"], meta["split"]
+    print(f"split by problem: train {split['train']['rows']} rows of {split['train']['problems']} problems "
+          f"(fitted on {t['rows']}, {t['positives']} where the target is better), held out "
+          f"{split['heldout']['rows']} rows of {split['heldout']['problems']} problems")
     print(f"router: {args.out} (python -m recipes.evaluate recipe=arbitrage judge.path={args.out})")
     log.debug("router.json: %s", json.dumps(meta))
     return 0

@@ -5,9 +5,11 @@ RouterJudge` reads: ``format``, ``version``, ``kind``, the label's margin, the h
 
 - ``lightweight``: scikit-learn on the cheap draft-side features of :mod:`routers.features`.
   A logistic regression (standardised features) and a gradient-boosted tree ensemble are
-  fitted and the one with the higher held-out ROC-AUC is kept, in ``model.joblib`` (a pickle:
-  load only routers you trained). ``router.json`` names the features in input order and the
-  ``k`` top logprobs per draft token the entropy feature was read with.
+  compared by grouped cross-validation on the *training* problems (:func:`cross_validate`:
+  ``cv_folds`` folds, all steps of a problem in one fold, mean ROC-AUC); the winner is refitted
+  on all training rows and kept, in ``model.joblib`` (a pickle: load only routers you trained).
+  ``router.json`` names the features in input order and the ``k`` top logprobs per draft token
+  the entropy feature was read with.
 - ``seq-classification``: a transformers model (``AutoModelForSequenceClassification``,
   two labels) fine-tuned on :func:`routers.features.row_text`, the problem, the answer so far
   with each step marked by who wrote it, and the drafted step. The folder is also a
@@ -16,8 +18,10 @@ RouterJudge` reads: ``format``, ``version``, ``kind``, the label's margin, the h
 Both predict ``P(y = 1)``, the probability that the target beats the draft by more than the
 margin (:mod:`routers.labels`). Rows are split into training and held-out rows **by problem**
 (the steps of a problem are alike; a row split would leak), the training rows balanced by
-down-sampling the majority class, and the held-out rows (not balanced) give ROC-AUC, accuracy
-at ``P >= 0.5`` and the Spearman correlation between ``P`` and the advantage.
+down-sampling the majority class. The held-out rows (not balanced) are used for the final report
+only, never to choose a model: ROC-AUC, accuracy at ``P >= 0.5`` and the Spearman correlation
+between ``P`` and the advantage, ROC-AUC and Spearman with 95% intervals from a bootstrap over
+held-out *problems* (:func:`bootstrap_intervals`, seeded).
 
 Routers train on *train* problems only: rows of a test split are refused.
 """
@@ -51,6 +55,10 @@ MODEL_FILE = "model.joblib"
 KINDS = ("lightweight", "seq-classification")
 CANDIDATES = ("logistic", "gboost")
 """The lightweight models fitted and compared."""
+CV_FOLDS = 5
+"""Default folds of the grouped cross-validation that picks the lightweight model."""
+BOOTSTRAP_RESAMPLES = 1000
+"""Default resamples (of held-out problems) of the held-out metrics' 95% intervals."""
 
 _TEST_ID = re.compile(r"(^|[-_/.])test([-_/.]|$)", re.IGNORECASE)
 
@@ -188,6 +196,104 @@ def evaluate(ys: Sequence[int], ps: Sequence[float], advantages: Sequence[float]
             "spearman": spearman(ps, advantages) if n else None}
 
 
+def _np_ranks(a: Any) -> Any:
+    """1-based ranks of a numpy vector, ties sharing their mean rank (as :func:`_ranks`)."""
+    import numpy as np
+
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(s)]
+    ranks = np.empty(len(a))
+    ranks[order] = ((starts + ends - 1) / 2 + 1)[np.cumsum(new) - 1]
+    return ranks
+
+
+def _np_auc(y: Any, p: Any) -> float | None:
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return None
+    return float((_np_ranks(p)[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _np_spearman(x: Any, y: Any) -> float | None:
+    import numpy as np
+
+    if len(x) < 2:
+        return None
+    rx, ry = _np_ranks(x), _np_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    sxx, syy = float((rx * rx).sum()), float((ry * ry).sum())
+    if sxx == 0 or syy == 0:
+        return None
+    return float(np.dot(rx, ry) / math.sqrt(sxx * syy))
+
+
+def bootstrap_intervals(ys: Sequence[int], ps: Sequence[float], advantages: Sequence[float],
+                        groups: Sequence[Any], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                        level: float = 0.95) -> dict[str, Any]:
+    """Percentile bootstrap intervals of ROC-AUC and Spearman, resampling **problems**, not rows.
+
+    Each resample draws as many problems as there are, with replacement
+    (``numpy.random.default_rng(seed)``: deterministic for a seed), and takes all rows of every
+    drawn problem; the steps of a problem are alike, so a row bootstrap would be too narrow.
+    A resample where a metric is undefined (one class, a constant side) is left out of that
+    metric's interval.
+
+    Returns:
+        ``{"roc_auc_ci": [lo, hi] | None, "spearman_ci": [lo, hi] | None, "bootstrap": {...}}``:
+        None with fewer than two problems or no resample where the metric is defined.
+    """
+    import numpy as np
+
+    if not len(ys) == len(ps) == len(advantages) == len(groups):
+        raise ValueError("bootstrap_intervals: ys, ps, advantages and groups differ in length")
+    if resamples < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
+    info = {"unit": "problem", "resamples": resamples, "seed": seed, "level": level, "method": "percentile"}
+    keys = [str(g) for g in groups]
+    problems = sorted(set(keys))
+    out: dict[str, Any] = {"roc_auc_ci": None, "spearman_ci": None, "bootstrap": info}
+    if len(problems) < 2:
+        return out
+    y, p, a = np.asarray(ys, dtype=int), np.asarray(ps, dtype=float), np.asarray(advantages, dtype=float)
+    where = {pid: [] for pid in problems}
+    for i, k in enumerate(keys):
+        where[k].append(i)
+    rows_of = [np.asarray(where[pid]) for pid in problems]
+    rng = np.random.default_rng(seed)
+    aucs: list[float] = []
+    rhos: list[float] = []
+    for _ in range(resamples):
+        idx = np.concatenate([rows_of[j] for j in rng.integers(0, len(problems), len(problems))])
+        auc, rho = _np_auc(y[idx], p[idx]), _np_spearman(p[idx], a[idx])
+        if auc is not None:
+            aucs.append(auc)
+        if rho is not None:
+            rhos.append(rho)
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    for name, vals in (("roc_auc_ci", aucs), ("spearman_ci", rhos)):
+        if vals:
+            out[name] = [round(float(v), 12) for v in np.quantile(np.asarray(vals), q)]
+    info["defined"] = {"roc_auc": len(aucs), "spearman": len(rhos)}
+    return out
+
+
+def heldout_report(ys: Sequence[int], ps: Sequence[float], advantages: Sequence[float],
+                   groups: Sequence[Any], resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = 0) -> dict[str, Any]:
+    """:func:`evaluate` on the held-out rows, their problem count, and :func:`bootstrap_intervals`."""
+    report = evaluate(ys, ps, advantages)
+    report["problems"] = len({str(g) for g in groups})
+    if ys:
+        report.update(bootstrap_intervals(ys, ps, advantages, groups, resamples, seed))
+    else:
+        report.update({"roc_auc_ci": None, "spearman_ci": None})
+    return report
+
+
 # -- the lightweight router ----------------------------------------------------------------------
 def _candidate(name: str, seed: int) -> Any:
     from sklearn.ensemble import GradientBoostingClassifier
@@ -309,8 +415,10 @@ def decision_cost(router: LightweightRouter, X: Sequence[Sequence[float]],
 
 def _prepare(rows: Sequence[Mapping[str, Any]], margin: float, average_samples: bool,
              balance_classes: bool, seed: int,
-             test_fraction: float) -> tuple[list[int], list[int], list[int], list[int], list[float]]:
-    """Labels, advantages, and the (balanced) training and held-out indices."""
+             test_fraction: float) -> tuple[list[int], list[int], list[int], list[int], list[float],
+                                            list[int]]:
+    """Labels, the (balanced) training indices, the held-out indices, the training labels,
+    advantages, and the training indices before balancing."""
     if not rows:
         raise UserError("no rows to train on")
     check_train_rows(rows)
@@ -322,58 +430,140 @@ def _prepare(rows: Sequence[Mapping[str, Any]], margin: float, average_samples: 
     if neg == 0 or pos == 0:
         raise UserError(f"the training rows hold one class only ({pos} with advantage > margin={margin}, "
                         f"{neg} without): collect more problems or change the margin")
+    unbalanced = list(train)
     if balance_classes:
         train = [train[i] for i in balance(ytrain, seed)]
-    return ys, train, test, [ys[i] for i in train], adv
+    return ys, train, test, [ys[i] for i in train], adv, unbalanced
+
+
+def cross_validate(X: Sequence[Sequence[float]], ys: Sequence[int], groups: Sequence[Any],
+                   candidates: Sequence[str] = CANDIDATES, folds: int = CV_FOLDS, seed: int = 0,
+                   balance_classes: bool = True) -> dict[str, Any]:
+    """Grouped k-fold cross-validated ROC-AUC of each candidate, on the rows given (training rows).
+
+    The folds are ``StratifiedGroupKFold(min(folds, problems), shuffle=True, random_state=seed)``
+    over ``groups`` (the problem id of each row), the same folds for every candidate: a problem's
+    rows are all in one fold. Each fold's training part is balanced like the final fit (when
+    ``balance_classes``); its validation part is not. A fold whose validation part lacks a class,
+    or whose training part does, scores None and is left out of the mean.
+
+    Returns:
+        ``{"folds": k, "splitter": ..., "scores": {name: {"roc_auc": mean | None, "folds": [...]}}}``;
+        ``k = 0`` and no fold scores with fewer than two problems.
+    """
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if folds < 2:
+        raise ValueError(f"cv folds must be >= 2, got {folds}")
+    keys = [str(g) for g in groups]
+    k = min(folds, len(set(keys)))
+    scores: dict[str, dict[str, Any]] = {name: {"roc_auc": None, "folds": []} for name in candidates}
+    result = {"folds": k if k >= 2 else 0, "splitter": "StratifiedGroupKFold", "metric": "roc_auc",
+              "scores": scores}
+    if k < 2:
+        return result
+    Xa, ya = np.asarray(X, dtype=float), np.asarray(ys, dtype=int)
+    splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(Xa, ya, keys))
+    for name in candidates:
+        per_fold: list[float | None] = []
+        for fit_idx, val_idx in splits:
+            yfit = [int(v) for v in ya[fit_idx]]
+            neg, pos = class_counts(yfit)
+            if neg == 0 or pos == 0:
+                per_fold.append(None)
+                continue
+            if balance_classes:
+                fit_idx = fit_idx[balance(yfit, seed)]
+            model = _candidate(name, seed)
+            model.fit(Xa[fit_idx], ya[fit_idx])
+            ps = LightweightRouter(model, {"feature_names": list(FEATURES)}).predict(Xa[val_idx].tolist())
+            per_fold.append(roc_auc([int(v) for v in ya[val_idx]], ps))
+        defined = [a for a in per_fold if a is not None]
+        scores[name] = {"roc_auc": round(sum(defined) / len(defined), 12) if defined else None,
+                        "folds": per_fold}
+    return result
+
+
+def select_candidate(cv: Mapping[str, Any], candidates: Sequence[str]) -> str:
+    """The candidate with the highest mean CV ROC-AUC; ties and no score keep the earliest."""
+    best = candidates[0]
+    for name in candidates[1:]:
+        a, b = cv["scores"][name]["roc_auc"], cv["scores"][best]["roc_auc"]
+        if a is not None and (b is None or a > b):
+            best = name
+    return best
 
 
 def train_lightweight(rows: Sequence[Mapping[str, Any]], margin: float = 0.0, average_samples: bool = False,
                       balance_classes: bool = True, seed: int = 0, test_fraction: float = 0.25,
-                      candidates: Sequence[str] = CANDIDATES) -> LightweightRouter:
-    """Fit each candidate on the training problems and keep the best by held-out ROC-AUC.
+                      candidates: Sequence[str] = CANDIDATES, cv_folds: int = CV_FOLDS,
+                      bootstrap_resamples: int = BOOTSTRAP_RESAMPLES) -> LightweightRouter:
+    """Choose a candidate by grouped cross-validation on the training problems, refit it on all
+    training rows, and report it once on the held-out problems.
 
-    Ties, and a held-out part without both classes (no AUC), keep the first candidate (the
-    logistic regression, the cheaper). ``meta["heldout"]`` holds the kept model's held-out
-    metrics, ``meta["candidates"]`` every candidate's, ``meta["cost_ms"]`` its cost per decision.
+    Args:
+        rows: Collected rows (train problems).
+        margin, average_samples: The label (:mod:`routers.labels`).
+        balance_classes: Down-sample the majority class of the rows each model is fitted on.
+        seed: Seeds the split, balancing, CV folds, models and bootstrap.
+        test_fraction: Share of problems held out for the final report (0: none).
+        candidates: The models compared (:data:`CANDIDATES`).
+        cv_folds: Folds of the grouped cross-validation that picks the model
+            (:func:`cross_validate`; fewer when there are fewer training problems). The held-out
+            rows never enter it.
+        bootstrap_resamples: Resamples of held-out problems for the 95% intervals.
+
+    ``meta["candidates"]`` holds every candidate's CV score, ``meta["cv_score"]`` the kept one's,
+    ``meta["selection"]`` the method and folds, ``meta["heldout"]`` the kept model's held-out
+    metrics with intervals (:func:`heldout_report`), ``meta["split"]`` rows and problems on each
+    side, ``meta["cost_ms"]`` its cost per decision. Ties, and no CV score (fewer than two
+    training problems, or no fold with both classes), keep the first candidate (the logistic
+    regression, the cheaper).
 
     Raises:
         UserError: no rows, rows of a test split, or one class only among the training rows.
     """
-    ys, train, test, ytrain, adv = _prepare(rows, margin, average_samples, balance_classes, seed,
-                                            test_fraction)
+    if cv_folds < 2:
+        raise UserError(f"cv_folds must be >= 2, got {cv_folds}")
+    if bootstrap_resamples < 1:
+        raise UserError(f"bootstrap_resamples must be >= 1, got {bootstrap_resamples}")
+    ys, train, test, ytrain, adv, train_all = _prepare(rows, margin, average_samples, balance_classes, seed,
+                                                       test_fraction)
     X = [row_features(r) for r in rows]
     k = {int(r.get("top_logprobs", 0)) for r in rows}
     if len(k) > 1:
         raise UserError(f"the rows were collected with different top_logprobs ({sorted(k)}); the entropy "
                         "feature needs one: train on rows of one collection config")
-    results: dict[str, dict[str, Any]] = {}
-    fitted: dict[str, Any] = {}
-    for name in candidates:
-        model = _candidate(name, seed)
-        model.fit([X[i] for i in train], ytrain)
-        router = LightweightRouter(model, {"feature_names": list(FEATURES)})
-        ps = router.predict([X[i] for i in test])
-        results[name] = evaluate([ys[i] for i in test], ps, [adv[i] for i in test])
-        fitted[name] = model
-    best = candidates[0]
-    for name in candidates[1:]:
-        a, b = results[name]["roc_auc"], results[best]["roc_auc"]
-        if a is not None and (b is None or a > b):
-            best = name
-    router = LightweightRouter(fitted[best])
+    cv = cross_validate([X[i] for i in train_all], [ys[i] for i in train_all],
+                        [rows[i]["problem_id"] for i in train_all], candidates, cv_folds, seed,
+                        balance_classes)
+    best = select_candidate(cv, candidates)
+    model = _candidate(best, seed)
+    model.fit([X[i] for i in train], ytrain)
+    router = LightweightRouter(model)
+    heldout = heldout_report([ys[i] for i in test], router.predict([X[i] for i in test]),
+                             [adv[i] for i in test], [rows[i]["problem_id"] for i in test],
+                             bootstrap_resamples, seed)
+    scored = cv["scores"][best]["roc_auc"] is not None
+    method = (f"grouped CV, {cv['folds']} folds on train" if cv["folds"]
+              else "none (fewer than 2 training problems)")
+    selected_by = (f"{method}, mean ROC-AUC" if scored else f"first candidate ({method}; no CV ROC-AUC)")
     router.meta = _meta(
         "lightweight", rows, train, test, ytrain, margin, average_samples, balance_classes, seed,
-        test_fraction,
+        test_fraction, train_all=train_all,
         model=best, model_file=MODEL_FILE, feature_names=list(FEATURES), top_logprobs=k.pop(),
-        heldout=results[best], candidates=results,
-        selected_by="held-out ROC-AUC" if results[best]["roc_auc"] is not None else "first candidate "
-        "(no held-out ROC-AUC)")
+        heldout=heldout, candidates=cv["scores"], cv_score=cv["scores"][best]["roc_auc"],
+        selection={"method": method, "folds": cv["folds"], "requested_folds": cv_folds,
+                   "splitter": cv["splitter"], "groups": "problem_id", "metric": "mean ROC-AUC over folds",
+                   "data": "training split only", "chosen": best},
+        cv_folds=cv_folds, selected_by=selected_by)
     router.meta["cost_ms"] = decision_cost(router, X)
     return router
 
 
 def _meta(kind: str, rows, train, test, ytrain, margin, average_samples, balance_classes, seed,
-          test_fraction, **extra: Any) -> dict[str, Any]:
+          test_fraction, train_all=None, **extra: Any) -> dict[str, Any]:
     import importlib.metadata as md
 
     versions = {}
@@ -392,9 +582,15 @@ def _meta(kind: str, rows, train, test, ytrain, margin, average_samples, balance
         "train": {"rows": len(train), "problems": len({rows[i]["problem_id"] for i in train}),
                   "positives": sum(ytrain)},
         "heldout_problems": sorted({str(rows[i]["problem_id"]) for i in test}),
+        "split": {"by": "problem_id", "train": _counts(rows, train if train_all is None else train_all),
+                  "train_fitted": _counts(rows, train), "heldout": _counts(rows, test)},
         "versions": versions,
         **extra,
     }
+
+
+def _counts(rows: Sequence[Mapping[str, Any]], idx: Sequence[int]) -> dict[str, int]:
+    return {"rows": len(idx), "problems": len({str(rows[i]["problem_id"]) for i in idx})}
 
 
 # -- the sequence-classification router -----------------------------------------------------------
@@ -402,7 +598,8 @@ def train_seq_router(rows: Sequence[Mapping[str, Any]], base_model: str, out: st
                      margin: float = 0.0, average_samples: bool = False, balance_classes: bool = True,
                      seed: int = 0, test_fraction: float = 0.25, epochs: int = 1,
                      max_steps: int | None = None, lr: float = 5e-5, batch_size: int = 8,
-                     max_length: int = 512, device: str = "cpu") -> dict[str, Any]:
+                     max_length: int = 512, device: str = "cpu",
+                     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """Fine-tune ``AutoModelForSequenceClassification`` (two labels) on :func:`routers.features.row_text`.
 
     Args:
@@ -415,17 +612,20 @@ def train_seq_router(rows: Sequence[Mapping[str, Any]], base_model: str, out: st
         batch_size: Rows per step.
         max_length: Tokens per text; longer texts lose their start (the drafted step is last).
         device: Torch device.
+        bootstrap_resamples: Resamples of held-out problems for the 95% intervals.
+
+    There is one model and no selection: the held-out problems give the final report only.
 
     Returns:
-        The metadata written to ``router.json`` (held-out metrics under ``heldout``).
+        The metadata written to ``router.json`` (held-out metrics with intervals under ``heldout``).
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from reasoning.cpu_models import resolve_model
 
-    ys, train, test, ytrain, adv = _prepare(rows, margin, average_samples, balance_classes, seed,
-                                            test_fraction)
+    ys, train, test, ytrain, adv, train_all = _prepare(rows, margin, average_samples, balance_classes, seed,
+                                                       test_fraction)
     if epochs < 1 or batch_size < 1 or max_length < 8 or (max_steps is not None and max_steps < 1):
         raise UserError("epochs, batch_size and max_steps must be >= 1, max_length >= 8")
     try:
@@ -465,13 +665,15 @@ def train_seq_router(rows: Sequence[Mapping[str, Any]], base_model: str, out: st
             break
     model.eval()
     ps = seq_probabilities(model, tok, [texts[i] for i in test], max_length, batch_size, device)
-    heldout = evaluate([ys[i] for i in test], ps, [adv[i] for i in test])
+    heldout = heldout_report([ys[i] for i in test], ps, [adv[i] for i in test],
+                             [rows[i]["problem_id"] for i in test], bootstrap_resamples, seed)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     meta = _meta("seq-classification", rows, train, test, ytrain, margin, average_samples, balance_classes,
-                 seed, test_fraction, base_model=str(base_model), max_length=max_length, steps=steps,
+                 seed, test_fraction, train_all=train_all, selection={"method": "none (one model)"},
+                 base_model=str(base_model), max_length=max_length, steps=steps,
                  epochs=epochs, lr=lr, batch_size=batch_size, last_loss=losses[-1] if losses else None,
                  heldout=heldout)
     write_meta(folder, meta)

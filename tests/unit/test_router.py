@@ -43,7 +43,9 @@ from routers.features import (
 from routers.labels import balance, class_counts, label, labels, row_advantage
 from routers.train import (
     META,
+    bootstrap_intervals,
     evaluate,
+    heldout_report,
     read_meta,
     roc_auc,
     spearman,
@@ -225,6 +227,137 @@ def test_training_refuses_test_rows_and_a_single_class():
         train_lightweight(same)
 
 
+class _Column:
+    """A stand-in model: P = sigmoid(one feature column); fitting changes nothing."""
+
+    def __init__(self, col: int):
+        import numpy as np
+
+        self.col, self.classes_ = col, np.array([0, 1])
+
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        import numpy as np
+
+        p = 1 / (1 + np.exp(-np.asarray(X, dtype=float)[:, self.col]))
+        return np.c_[1 - p, p]
+
+
+def trap_rows(problems=40, steps=6, seed=0):
+    """Rows where feature 0 predicts the label on the held-out problems only (and the reverse on
+    the training ones) and feature 2 the other way round: a held-out winner that loses in CV."""
+    rng = random.Random(seed)
+    ids = [f"gsm8k-train-{p}" for p in range(problems)]
+    _, test = split_by_problem([{"problem_id": pid} for pid in ids], 0.25, seed)
+    held = {ids[i] for i in test}
+    rows = []
+    for pid in ids:
+        for i in range(steps):
+            y = (i + int(pid.rsplit("-", 1)[1])) % 2
+            s = (2 * y - 1) * (1 if pid in held else -1)  # +: predicts y, -: predicts the reverse
+            rows.append({"problem_id": pid, "step_index": i, "draft_score": 0.5 - (y - 0.5) / 2,
+                         "target_score": 0.5 + (y - 0.5) / 2,
+                         "features": {"mean_logprob": s + rng.gauss(0, 0.3), "min_logprob": 0.0,
+                                      "first_token_entropy": -s + rng.gauss(0, 0.3), "step_tokens": 5,
+                                      "step_index": i, "problem_chars": 10},
+                         "top_logprobs": 5})
+    return rows, held
+
+
+def test_the_model_is_chosen_by_grouped_cv_on_train_not_by_the_held_out_split(monkeypatch):
+    import routers.train as rt
+
+    monkeypatch.setattr(rt, "_candidate", lambda name, seed: _Column({"logistic": 0, "gboost": 2}[name]))
+    seen = []
+    real_cv = rt.cross_validate
+
+    def spy(X, ys, groups, *a, **kw):
+        seen.append((len(X), {str(g) for g in groups}))
+        return real_cv(X, ys, groups, *a, **kw)
+
+    monkeypatch.setattr(rt, "cross_validate", spy)
+    rows, held = trap_rows()
+    router = train_lightweight(rows, seed=0, test_fraction=0.25, cv_folds=4, bootstrap_resamples=200)
+    m = router.meta
+    # "logistic" (column 0) would win on the held-out problems: ROC-AUC 1 there against 0.
+    # Selection by CV on train picks "gboost" (column 2) and reports its (poor) held-out AUC.
+    assert m["model"] == "gboost"
+    assert m["candidates"]["gboost"]["roc_auc"] > 0.9 > 0.1 > m["candidates"]["logistic"]["roc_auc"]
+    assert m["cv_score"] == m["candidates"]["gboost"]["roc_auc"]
+    assert m["heldout"]["roc_auc"] < 0.1
+    assert m["selection"]["method"] == "grouped CV, 4 folds on train" and m["selection"]["folds"] == 4
+    assert len(m["candidates"]["gboost"]["folds"]) == 4
+    # The selection saw every training row, and no held-out problem's.
+    train_ids = {r["problem_id"] for r in rows} - held
+    assert seen == [(len(rows) - 6 * len(held), train_ids)]
+    assert set(m["heldout_problems"]) == held
+
+
+def test_held_out_problems_are_disjoint_from_train_and_counted(trained):
+    m = trained.meta
+    rows = synthetic_rows()
+    train, test = split_by_problem(rows, 0.25, seed=0)
+    train_ids = {rows[i]["problem_id"] for i in train}
+    assert set(m["heldout_problems"]) == {rows[i]["problem_id"] for i in test}
+    assert not train_ids & set(m["heldout_problems"])
+    assert m["split"]["train"] == {"rows": len(train), "problems": len(train_ids)}
+    assert m["split"]["heldout"] == {"rows": len(test), "problems": 15} == {
+        "rows": m["heldout"]["rows"], "problems": m["heldout"]["problems"]}
+    assert m["split"]["train"]["rows"] + m["split"]["heldout"]["rows"] == len(rows)
+    assert m["split"]["train_fitted"]["rows"] == m["train"]["rows"] <= len(train)
+    assert m["selection"]["method"] == "grouped CV, 5 folds on train" and m["selection"]["data"] == \
+        "training split only"
+    h = m["heldout"]
+    for name in ("roc_auc", "spearman"):
+        lo, hi = h[f"{name}_ci"]
+        assert lo <= h[name] <= hi
+    assert h["bootstrap"]["unit"] == "problem" and h["bootstrap"]["resamples"] == 1000
+
+
+def test_the_bootstrap_resamples_problems_a_hand_case():
+    # Problem a ranks perfectly, problem b backwards. Resampling problems gives {a, a} (AUC 1,
+    # Spearman 1), {b, b} (0, -1), or {a, b} (3 of 4 pairs: 0.75; Spearman 2 / sqrt(20)), each
+    # {a, a} and {b, b} a quarter of the time: the 95% interval spans [0, 1] and [-1, 1].
+    ys, ps, adv = [1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8], [0.5, -0.5, 0.5, -0.5]
+    groups = ["a", "a", "b", "b"]
+    out = bootstrap_intervals(ys, ps, adv, groups, resamples=2000, seed=0)
+    assert out["roc_auc_ci"] == [0.0, 1.0] and out["spearman_ci"] == [-1.0, 1.0]
+    from sklearn.metrics import roc_auc_score
+
+    report = heldout_report(ys, ps, adv, groups, resamples=2000, seed=0)
+    assert report["roc_auc"] == roc_auc_score(ys, ps) == 0.75
+    assert report["spearman"] == pytest.approx(2 / math.sqrt(20))
+    assert report["problems"] == 2
+    # One problem: nothing to resample.
+    one = bootstrap_intervals(ys, ps, adv, ["a"] * 4)
+    assert one["roc_auc_ci"] is None and one["spearman_ci"] is None
+
+
+def test_the_bootstrap_interval_holds_the_point_estimate_and_is_seeded():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from sklearn.metrics import roc_auc_score
+
+    rng = random.Random(3)
+    ys, ps, adv, groups = [], [], [], []
+    for p in range(30):
+        for _ in range(rng.randint(1, 8)):
+            a = rng.gauss(0, 1)
+            ys.append(int(a > 0))
+            ps.append(1 / (1 + math.exp(-(a + rng.gauss(0, 1)))))
+            adv.append(a)
+            groups.append(f"p{p}")
+    report = heldout_report(ys, ps, adv, groups, resamples=500, seed=7)
+    assert report["roc_auc"] == pytest.approx(roc_auc_score(ys, ps), abs=1e-12)
+    assert report["spearman"] == pytest.approx(scipy_stats.spearmanr(ps, adv).statistic, abs=1e-12)
+    for name in ("roc_auc", "spearman"):
+        lo, hi = report[f"{name}_ci"]
+        assert lo < report[name] < hi
+    assert report == heldout_report(ys, ps, adv, groups, resamples=500, seed=7)
+    assert report["roc_auc_ci"] != heldout_report(ys, ps, adv, groups, resamples=500, seed=8)["roc_auc_ci"]
+
+
 def jreq(logprob: float, index: int = 1, question: str = "q" * 40, top=None) -> JudgeRequest:
     n = 10
     step = Completion("step", tuple(range(n)), FinishReason.STOP, logprobs=(logprob,) * n,
@@ -317,8 +450,10 @@ def test_train_router_cli_writes_a_router(tmp_path):
     p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(data), "--out", str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "held-out ROC-AUC" in p.stdout and "ms per decision" in p.stdout
-    assert read_meta(out)[1]["data"] == [str(data)]
+    assert "held-out ROC-AUC" in p.stdout and "ms per decision" in p.stdout and "CV ROC-AUC" in p.stdout
+    meta = read_meta(out)[1]
+    assert meta["data"] == [str(data)] and meta["selection"]["method"] == "grouped CV, 5 folds on train"
+    assert len(meta["heldout"]["roc_auc_ci"]) == 2 and meta["split"]["heldout"]["problems"] == 8
     p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(tmp_path / "nothing"), "--out",
                         str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no router data" in p.stderr
