@@ -224,3 +224,57 @@ def test_async_schedule_drives_one_engine_from_three_gatherers(llama):
     assert ([t.text for t in one_async.values()] == [t.text for t in one_lock.values()]
             and [[s.kept for s in t.steps] for t in one_async.values()]
             == [[s.kept for s in t.steps] for t in one_lock.values()])
+
+
+def test_engine_counters_split_each_call_into_prefill_and_decode(llama, chat):
+    a, b = llama.generate([_req(chat, 12, stop=(), pid="split-a"), _req(chat[-1:], 6, stop=(), pid="split-b")])
+    for c in (a, b):
+        assert c.prefill_seconds is not None and 0 < c.prefill_seconds < c.seconds
+        assert c.prefill_tokens == c.prompt_tokens  # new problems: nothing cached
+    # each request's share of the decode steps it was in: the 12-token one was in twice as many
+    assert a.seconds - a.prefill_seconds > b.seconds - b.prefill_seconds
+
+
+def test_bench_runs_do_not_inherit_each_others_engine_caches(tmp_path):
+    """Two runs of the same method, one after another in one bench, on a real engine: the second
+    reads every prompt itself, exactly as the first did (before each run the bench empties the
+    llama.cpp sequences; without that, the second found the first's prefixes cached)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    require_llama_cpp()
+    from reasoning.cpu_models import ensure_gguf
+
+    gguf = str(ensure_gguf("smollm2-135m"))
+    out = tmp_path / "bench"
+    root = Path(__file__).resolve().parents[2]
+    args = ["recipe=cpu-pair-fast", "draft=llamacpp", "target=llamacpp", f"draft.model={gguf}",
+            f"target.model={gguf}", "draft.name=draft", "draft.max_sequences=4", "target.max_sequences=4",
+            "draft.n_ctx=1024", "target.n_ctx=1024", "dataset.sample=null", "dataset.limit=2",
+            "loop.token_budget=48", "loop.max_steps=3", "bench.baselines=[target-only]",
+            "bench.presets=[cpu-demo]", "bench.sweep={policy.threshold:[1.0]}", "progress=false",
+            f"hydra.run.dir={out}"]
+    # cpu-demo at threshold 1.0 rejects (nearly) every draft: the target writes what target-only did
+    p = subprocess.run([sys.executable, "-m", "recipes.bench", *args], cwd=root, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((out / "bench.json").read_text())
+    first, second = (r["runs"][n] for n in r["order"])
+    assert [first["order"], second["order"]] == [1, 2]
+    assert second["engine_caches"] == {"draft": "reset", "target": "reset"}
+
+    def first_reads(run):  # the target's first call of each problem: its whole prompt read
+        traces = [json.loads(x) for x in (out / run["dir"] / "traces.jsonl").read_text().splitlines()]
+        return {t["problem_id"]: next(s for s in t["steps"] if s["target_prompt_tokens"])
+                for t in traces}
+
+    for pid, step in first_reads(second).items():
+        assert step["target_prefill_tokens"] == step["target_prompt_tokens"] > 0, pid
+    assert first_reads(first).keys() == first_reads(second).keys()
+    for run in (first, second):
+        c = run["cost"]
+        assert c["target"]["prefill_seconds"] > 0 and c["target"]["decode_seconds"] > 0
+        assert c["draft"]["seconds"] + c["target"]["seconds"] + c["judge_seconds"] == \
+            pytest.approx(run["engine_seconds"])
