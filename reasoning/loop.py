@@ -62,7 +62,9 @@ class LoopConfig:
             one call, and the draft, judge and target calls run at the same time).
         temperature: Sampling temperature for both models (0 = greedy).
         top_p: Nucleus sampling mass for both models.
-        seed: Sampling seed (None = engine's choice).
+        seed: Sampling seed (None = engine's choice). Each sampled request gets its own seed
+            derived from it and the request (problem, step, model, piece): see
+            :func:`request_seed`; greedy requests carry it unchanged.
         draft_logprobs: Ask the draft for this many top logprobs per token (None = only what
             the judge's ``needs_logprobs`` asks for: ``True`` or 0 for the sampled token's
             logprob, an int ``k > 0`` for the top ``k``; the larger of the two when both are set).
@@ -329,8 +331,10 @@ class StepLoop:
                 prefix = tuple(s.segments)
                 if st.calls:
                     prefix += (Segment(st.text, gen.name, tuple(st.token_ids)),)
-                reqs.append(GenerationRequest(f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}",
-                                              s.problem.id, s.messages, prefix, params))
+                rid = f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}"
+                if params.seed is not None and params.temperature > 0:
+                    params = replace(params, seed=request_seed(params.seed, rid))
+                reqs.append(GenerationRequest(rid, s.problem.id, s.messages, prefix, params))
                 owners.append(s)
             if not reqs:
                 break
@@ -418,6 +422,22 @@ class StepLoop:
                      text="".join(seg.text for seg in s.segments), seconds=seconds,
                      error=s.error, meta=dict(s.problem.meta),
                      latency_seconds=time.perf_counter() - s.t0)
+
+
+def request_seed(seed: int, request_id: str) -> int:
+    """The sampling seed of one request: ``seed`` and the request id (problem, step, model and
+    piece) hashed together, so that problems, steps and models draw different random streams,
+    and a rerun with the same ``seed`` draws the same ones.
+
+    >>> request_seed(0, "p/0/d0") == request_seed(0, "p/0/d0") != request_seed(0, "p/0/t0")
+    True
+    >>> 0 <= request_seed(7, "x") < 2 ** 31
+    True
+    """
+    import hashlib
+
+    h = hashlib.sha256(f"{seed}\x00{request_id}".encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
 
 
 def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:

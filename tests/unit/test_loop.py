@@ -218,3 +218,20 @@ def test_traces_come_out_as_problems_finish():
     loop, *_ = make_loop(AlwaysTarget())
     order = [t.problem_id for t in loop.iter_traces(PROBLEMS)]
     assert order == ["b", "a"]  # b needs 2 steps, a needs 3
+
+
+def test_sampled_requests_each_draw_their_own_seed():
+    """At temperature > 0 with loop.seed set, problems, steps and models draw different random
+    streams (one shared seed made every step of every problem repeat the same draws), and a rerun
+    draws the same ones; greedy requests keep the loop's seed unchanged."""
+    def seeds(**cfg):
+        loop, d, t = make_loop(ThresholdPolicy(0.5), judge=ScriptedJudge({"a": [1.0, 0.0, 1.0]}), **cfg)
+        loop.run(PROBLEMS)
+        return [(r.request_id, r.params.seed) for g in (d, t) for r in g.requests]
+
+    sampled = seeds(temperature=0.7, seed=1)
+    values = [s for _, s in sampled]
+    assert len(sampled) >= 6 and len(set(values)) == len(values)  # every request its own stream
+    assert seeds(temperature=0.7, seed=1) == sampled  # reproducible
+    assert [s for _, s in seeds(temperature=0.7, seed=2)] != values
+    assert {s for _, s in seeds(temperature=0.0, seed=1)} == {1}
