@@ -10,16 +10,16 @@ from typing import Any
 from reasoning.types import Decision, Route, StepRecord, Trace
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``k / n``.
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion ``k / n``; None when ``n`` is 0 (no interval).
 
-    >>> wilson_interval(0, 0)
-    (0.0, 0.0)
+    >>> wilson_interval(0, 0) is None
+    True
     >>> lo, hi = wilson_interval(8, 10); round(lo, 3), round(hi, 3)
     (0.49, 0.943)
     """
     if n == 0:
-        return (0.0, 0.0)
+        return None
     p = k / n
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
@@ -81,13 +81,13 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     drafted = [s for s in steps if s.route is Route.DRAFT]
     accepted = [s for s in drafted if s.decision is Decision.ACCEPT]
     target_steps = sum(1 for s in steps if s.kept is Route.TARGET)
-    lo, hi = wilson_interval(correct, len(graded))
+    ci = wilson_interval(correct, len(graded))
     return {
         "problems": n,
         "graded": len(graded),
         "correct": correct,
         "accuracy": correct / len(graded) if graded else None,
-        "accuracy_ci95": [lo, hi],
+        "accuracy_ci95": None if ci is None else list(ci),
         "steps": len(steps),
         "mean_steps": len(steps) / n if n else 0.0,
         "target_steps": target_steps,
@@ -205,6 +205,66 @@ def mixing_accuracy(cost: float, draft_only: tuple[float, float],
     if cost <= c_d:
         return a_d * max(cost, 0.0) / c_d if c_d > 0 else a_d
     return a_d + (cost - c_d) / (c_t - c_d) * (a_t - a_d)
+
+
+def speedup(baseline: float | None, run: float | None) -> float | None:
+    """A baseline's seconds over a run's (None when either is unknown or zero).
+
+    >>> speedup(10.0, 4.0), speedup(10.0, 0.0), speedup(None, 1.0)
+    (2.5, None, None)
+    """
+    if not baseline or not run or baseline <= 0 or run <= 0:
+        return None
+    return baseline / run
+
+
+def headline_speedup(summary: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[float | None, bool]:
+    """A run's speed-up over target-only, the headline figure: target-only's engine seconds over
+    the run's (:func:`engine_seconds`), and whether it is an estimate (either had step-cache hits,
+    so not all its seconds were measured in that run).
+
+    >>> headline_speedup({"seconds": {"draft": 1.0, "judge": 0.0, "target": 1.0}},
+    ...                  {"seconds": {"draft": 0.0, "judge": 0.0, "target": 5.0}})
+    (2.5, False)
+    >>> headline_speedup({"seconds": {"draft": 2.0, "judge": 0.0, "target": 0.0}, "cache_hits": 3},
+    ...                  {"seconds": {"draft": 0.0, "judge": 0.0, "target": 5.0}, "cache_hits": 0})
+    (2.5, True)
+    """
+    if base is None:
+        return None, False
+    cached = bool(summary.get("cache_hits")) or bool(base.get("cache_hits"))
+    return speedup(engine_seconds(base), engine_seconds(summary)), cached
+
+
+def versus_baselines(summary: Mapping[str, Any], correct: Mapping[str, bool],
+                     base: tuple[Mapping[str, Any], Mapping[str, bool]] | None,
+                     draft: tuple[Mapping[str, Any], Mapping[str, bool]] | None) -> dict[str, Any]:
+    """A run beside the baselines on the same problems (each given as ``(summary, {problem id:
+    correct})``): its accuracy difference from target-only with a paired interval
+    (``paired_vs_target_only``, see :func:`paired_difference`), and the mixing line at its engine
+    seconds (``mixing_accuracy``, see :func:`mixing_accuracy`) with its margin over it
+    (``above_mixing_line``, a difference of accuracies; negative: worse than no judge).
+
+    >>> t = ({"accuracy": 0.6, "seconds": {"draft": 0, "judge": 0, "target": 80.0}}, {"a": True, "b": True})
+    >>> d = ({"accuracy": 0.2, "seconds": {"draft": 40.0, "judge": 0, "target": 0}}, {"a": False, "b": True})
+    >>> run = {"accuracy": 0.5, "seconds": {"draft": 40.0, "judge": 0.0, "target": 20.0}}
+    >>> v = versus_baselines(run, {"a": True, "b": False}, t, d)
+    >>> round(v["mixing_accuracy"], 3), round(v["above_mixing_line"], 3)
+    (0.4, 0.1)
+    >>> v["paired_vs_target_only"]["difference"]
+    -0.5
+    """
+    out: dict[str, Any] = {}
+    if base is not None:
+        out["paired_vs_target_only"] = paired_difference(correct, base[1])
+    if base is not None and draft is not None and summary.get("accuracy") is not None:
+        (bs, _), (ds, _) = base, draft
+        if bs.get("accuracy") is not None and ds.get("accuracy") is not None:
+            mix = mixing_accuracy(engine_seconds(summary), (ds["accuracy"], engine_seconds(ds)),
+                                  (bs["accuracy"], engine_seconds(bs)))
+            out["mixing_accuracy"] = mix
+            out["above_mixing_line"] = None if mix is None else summary["accuracy"] - mix
+    return out
 
 
 def _binom_two_sided(k: int, n: int) -> float:

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
-from reasoning.metrics import engine_seconds
+from reasoning.metrics import engine_seconds, headline_speedup, speedup, versus_baselines
 from recipes import _cli, _runs
 
 log = logging.getLogger("recipes.bench")
@@ -559,56 +559,11 @@ ESTIMATE_NOTE = ("~ marks an estimate: the run's steps (or target-only's) came p
                  "counted at the seconds they took when computed, not measured standalone")
 
 
-def headline(summary: dict[str, Any], base: dict[str, Any] | None) -> tuple[float | None, bool]:
-    """A run's speed-up over target-only, the bench's headline figure: target-only's engine seconds
-    over the run's (see :func:`engine_seconds`), and whether it is an estimate (either run had
-    step-cache hits, so its seconds were not all measured in this run).
-
-    >>> headline({"seconds": {"draft": 1.0, "judge": 0.0, "target": 1.0}},
-    ...          {"seconds": {"draft": 0.0, "judge": 0.0, "target": 5.0}})
-    (2.5, False)
-    >>> headline({"seconds": {"draft": 2.0, "judge": 0.0, "target": 0.0}, "cache_hits": 3},
-    ...          {"seconds": {"draft": 0.0, "judge": 0.0, "target": 5.0}, "cache_hits": 0})
-    (2.5, True)
-    """
-    if base is None:
-        return None, False
-    from recipes.compare import speedup
-
-    cached = bool(summary.get("cache_hits")) or bool(base.get("cache_hits"))
-    return speedup(engine_seconds(base), engine_seconds(summary)), cached
-
-
 def correct_by_problem(run_dir: Path) -> dict[str, bool]:
     """``{problem id: correct}`` of the graded traces in ``run_dir``."""
     from reasoning.traces import TRACES, read_traces
 
     return {t.problem_id: bool(t.correct) for t in read_traces(run_dir / TRACES) if t.correct is not None}
-
-
-def against_baselines(summary: dict[str, Any], correct: dict[str, bool],
-                      base: tuple[dict[str, Any], dict[str, bool]] | None,
-                      draft: tuple[dict[str, Any], dict[str, bool]] | None) -> dict[str, Any]:
-    """What ``bench.json`` says of a run beside the baselines on the same problems: its accuracy
-    difference from target-only with a paired interval (``paired_vs_target_only``, see
-    :func:`reasoning.metrics.paired_difference`), and the mixing line at its engine seconds
-    (``mixing_accuracy``: sending whole problems at random to draft-only or target-only, see
-    :func:`reasoning.metrics.mixing_accuracy`) with its margin over it (``above_mixing_line``,
-    accuracy points; negative: worse than no judge).
-    """
-    from reasoning.metrics import mixing_accuracy, paired_difference
-
-    out: dict[str, Any] = {}
-    if base is not None:
-        out["paired_vs_target_only"] = paired_difference(correct, base[1])
-    if base is not None and draft is not None and summary.get("accuracy") is not None:
-        (bs, _), (ds, _) = base, draft
-        if bs.get("accuracy") is not None and ds.get("accuracy") is not None:
-            mix = mixing_accuracy(engine_seconds(summary), (ds["accuracy"], engine_seconds(ds)),
-                                  (bs["accuracy"], engine_seconds(bs)))
-            out["mixing_accuracy"] = mix
-            out["above_mixing_line"] = None if mix is None else summary["accuracy"] - mix
-    return out
 
 
 def baseline_lines(result: dict[str, Any]) -> list[str]:
@@ -723,7 +678,6 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
 
     from reasoning.metrics import format_table
     from reasoning.pipeline import Pipeline, close_all
-    from recipes.compare import speedup
 
     sweep = sweep_of(cfg.bench.get("sweep"))
     conc = concurrency_of(cfg.bench.get("concurrency"))
@@ -784,7 +738,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     draft_name = next((n for n, s in rows if s.get("policy") == "AlwaysDraft"), None)
     summaries = dict(rows)
     base = summaries.get(base_name)
-    heads = [headline(s, base) for _, s in rows]
+    heads = [headline_speedup(s, base) for _, s in rows]
     speedups = [h for h, _ in heads]
     estimates = [e for _, e in heads]
     result = {"mode": "models", "recipe": recipe, "problems": len(problems),
@@ -804,7 +758,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
         bw = base.get("wall_seconds") if base is not None else None
         # Wall clock only where both runs computed every step themselves.
         e["wall_speedup_vs_target_only"] = None if est else speedup(bw, s.get("wall_seconds"))
-        e.update(against_baselines(
+        e.update(versus_baselines(
             s, correct[n], None if base_name is None else (base, correct[base_name]),
             None if draft_name is None else (summaries[draft_name], correct[draft_name])))
     if sweep is not None:

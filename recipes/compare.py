@@ -7,13 +7,17 @@
 Each RUN_DIR is a run folder (it holds ``summary.json``; its ``baseline-*/`` subfolders count
 as runs of their own) or a sweep folder (Hydra's multirun folder: its subfolders are runs).
 A run is labelled with its recipe and the config knobs that differ between the runs of that
-recipe (``smoke policy.threshold=0.3``). Speed-ups are against one baseline run: the one given
-with ``--baseline``, else the first target-only run among the inputs.
+recipe (``smoke policy.threshold=0.3``). Speed-ups are over engine seconds (draft + target +
+judge), against one baseline run: the one given with ``--baseline``, else the first target-only
+run among the inputs; where a run or the baseline had step-cache hits the speed-up is marked
+``~``, an estimate.
 
-Writes into ``--out``: ``compare.png`` and ``compare.svg`` (accuracy against wall-clock seconds
-and against the target's share of generated tokens, with 95% intervals, the Pareto frontier and
-each sweep joined in order of its knob; points are numbered by their row in the table, the
-legend names them) and ``compare.md`` (the table, the plot and warnings).
+Writes into ``--out``: ``compare.png`` and ``compare.svg`` (accuracy against engine seconds, with
+the mixing line from draft-only to target-only when both are among the inputs, and against the
+target's share of generated tokens, with 95% intervals, the Pareto frontier and each sweep
+joined in order of its knob; points are numbered by their row in the table, the legend names
+them) and ``compare.md`` (the table, each run against target-only with a paired interval and
+its margin over the mixing line, the plot and warnings).
 """
 
 from __future__ import annotations
@@ -28,7 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
-from reasoning.metrics import format_table, stop_reason_share, target_token_share
+from reasoning.metrics import (
+    engine_seconds,
+    format_table,
+    headline_speedup,
+    mixing_accuracy,
+    speedup,  # noqa: F401 - kept importable from here
+    stop_reason_share,
+    target_token_share,
+    versus_baselines,
+)
 from reasoning.traces import CONFIG, SUMMARY
 from recipes import _cli
 
@@ -85,12 +98,32 @@ class Comparison:
     baseline: Run | None
     speedups: list[float | None]
     warnings: list[str] = field(default_factory=list)
+    estimates: list[bool] = field(default_factory=list)
+    """Per run: its speed-up is an estimate (it or the baseline had step-cache hits)."""
+    draft_only: Run | None = None
+    """The draft-only run among the inputs, the mixing line's other end."""
+    versus: list[dict[str, Any]] = field(default_factory=list)
+    """Per run: :func:`reasoning.metrics.versus_baselines` (paired difference, mixing line)."""
 
     def rows(self) -> list[tuple[str, dict[str, Any]]]:
         return [(r.label, r.summary) for r in self.runs]
 
     def table(self, markdown: bool = False) -> str:
-        return format_table(self.rows(), ci=True, speedups=self.speedups, markdown=markdown)
+        return format_table(self.rows(), ci=True, speedups=self.speedups, markdown=markdown,
+                            estimates=self.estimates or None)
+
+    def mixing_line(self) -> list[tuple[float, float]] | None:
+        """The mixing line's corners as ``(engine seconds, accuracy %)``: from draft-only to
+        target-only, then flat; None without both baselines."""
+        b, d = self.baseline, self.draft_only
+        if b is None or d is None or b.summary.get("accuracy") is None or d.summary.get("accuracy") is None:
+            return None
+        cd, ct = engine_seconds(d.summary), engine_seconds(b.summary)
+        if ct <= cd:
+            return None
+        a = (d.summary["accuracy"], cd), (b.summary["accuracy"], ct)
+        far = max([engine_seconds(r.summary) for r in self.runs] + [ct]) * 1.05
+        return [(x, 100 * mixing_accuracy(x, *a)) for x in (0.0, cd, ct, far)]
 
 
 # -- pure helpers ----------------------------------------------------------------------------
@@ -109,17 +142,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             keep.append(i)
     return sorted(keep, key=lambda i: (points[i][0], -points[i][1]))
-
-
-def speedup(baseline_wall: float | None, wall: float | None) -> float | None:
-    """Baseline wall seconds over a run's wall seconds (None when either is unknown or zero).
-
-    >>> speedup(10.0, 4.0), speedup(10.0, 0.0), speedup(None, 1.0)
-    (2.5, None, None)
-    """
-    if not baseline_wall or not wall or baseline_wall <= 0 or wall <= 0:
-        return None
-    return baseline_wall / wall
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -331,9 +353,26 @@ def build(paths: Sequence[str | Path], baseline: str | Path | None = None) -> Co
     else:
         base = next((r for r in runs if r.is_target_only), None)
     label_runs(runs)
-    bw = base.summary.get("wall_seconds") if base is not None else None
-    speedups = [speedup(bw, r.summary.get("wall_seconds")) if base is not None else None for r in runs]
-    return Comparison(runs, base, speedups, _warnings(runs, base))
+    heads = [headline_speedup(r.summary, base.summary if base is not None else None) for r in runs]
+    draft = next((r for r in runs if r.summary.get("policy") == "AlwaysDraft"
+                  or r.baseline_kind == "draft-only"), None)
+    correct = {id(r): _correct(r.dir) for r in runs}
+    versus = [versus_baselines(r.summary, correct[id(r)],
+                               None if base is None else (base.summary, correct[id(base)]),
+                               None if draft is None else (draft.summary, correct[id(draft)]))
+              for r in runs]
+    return Comparison(runs, base, [h for h, _ in heads], _warnings(runs, base), [e for _, e in heads],
+                      draft, versus)
+
+
+def _correct(run_dir: Path) -> dict[str, bool]:
+    """``{problem id: correct}`` of a run folder's graded traces ({} without traces)."""
+    from reasoning.traces import TRACES, read_traces
+
+    p = run_dir / TRACES
+    if not p.exists():
+        return {}
+    return {t.problem_id: bool(t.correct) for t in read_traces(p) if t.correct is not None}
 
 
 def _warnings(runs: Sequence[Run], base: Run | None) -> list[str]:
@@ -359,7 +398,8 @@ def _warnings(runs: Sequence[Run], base: Run | None) -> list[str]:
         if hits:
             total = hits + (s.get("cache_misses") or 0)
             out.append(f"{r.label}: {hits} of {total} engine requests and judge scores came from the step "
-                       "cache, so its wall seconds and speed-up do not measure its cost")
+                       "cache, so its wall seconds do not measure its cost and its speed-up (over engine "
+                       "seconds, cache hits at the seconds they took when computed) is an estimate")
     return out
 
 
@@ -478,7 +518,7 @@ def figure(comp: Comparison) -> Any:
     fig = Figure(figsize=(13, 5.5 + 0.2 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     panels = fig.subplots(1, 2)
-    specs = [("wall-clock seconds (lower is better)", lambda s: s.get("wall_seconds")),
+    specs = [("engine seconds: draft + target + judge (lower is better)", engine_seconds),
              ("target share of generated tokens, % (lower is cheaper)",
               lambda s: None if target_token_share(s) is None else 100 * target_token_share(s))]
     to_label = []
@@ -493,7 +533,8 @@ def figure(comp: Comparison) -> Any:
             if x is None or s.get("accuracy") is None:
                 continue
             y = 100 * s["accuracy"]
-            lo, hi = (100 * v for v in s["accuracy_ci95"])
+            ci = s.get("accuracy_ci95")  # None when nothing was graded (older runs: [0, 0])
+            lo, hi = (100 * v for v in ci) if ci else (y, y)
             marker, color, size = style(r)
             ax.errorbar([x], [y], yerr=[[max(0.0, y - lo)], [max(0.0, hi - y)]], fmt=marker, color=color,
                         markersize=size, capsize=3, zorder=3, ecolor=(color, 0.4), elinewidth=1)
@@ -506,6 +547,10 @@ def figure(comp: Comparison) -> Any:
             if len(line) > 1:
                 ax.plot(*zip(*line), color=_SWEEP_COLORS[i % len(_SWEEP_COLORS)], linewidth=1, alpha=0.6,
                         zorder=2)
+        mix = comp.mixing_line() if ax is panels[0] else None
+        if mix is not None:
+            ax.plot(*zip(*mix), color="tab:red", linestyle=":", linewidth=1.2, alpha=0.8, zorder=1)
+            ax.set_xlim(0, mix[-1][0])
         front = pareto_front(pts)
         if front:
             fx = [pts[i][0] for i in front]
@@ -516,9 +561,13 @@ def figure(comp: Comparison) -> Any:
         ax.set_ylabel("accuracy, % (95% interval)")
         ax.grid(True, alpha=0.3)
         to_label.append((ax, {p: ", ".join(n) for p, n in names.items()}, markers))
-    panels[0].set_title("accuracy vs wall-clock time")
+    panels[0].set_title("accuracy vs engine seconds")
     panels[1].set_title("accuracy vs target-token share")
     handles = [Line2D([], [], color="0.35", linestyle="--", label="Pareto frontier")]
+    if comp.mixing_line() is not None:
+        handles.append(Line2D([], [], color="tab:red", linestyle=":",
+                              label="mixing line: whole problems sent at random to draft-only or "
+                                    "target-only (below it: worse than no judge)"))
     handles += [Line2D([], [], color=_SWEEP_COLORS[i % len(_SWEEP_COLORS)], alpha=0.6,
                        label=f"{rs[0].recipe or 'runs'}: sweep of {key}, in increasing order")
                 for i, (key, rs) in enumerate(found)]
@@ -550,10 +599,33 @@ def markdown(comp: Comparison, image: str = "compare.png") -> str:
     base = comp.baseline
     lines.append("Accuracy with its 95% Wilson interval; target steps: share of steps the target wrote; "
                  "target tok share: target tokens / (draft + target tokens generated, rejected drafts "
-                 "included); wall s: wall-clock seconds without model loading and grading; speed-up: "
-                 + (f"wall seconds of `{base.label}` / wall seconds of the run." if base is not None
+                 "included); engine s: draft + target + judge seconds (step-cache hits at the seconds "
+                 "they took when computed); wall s: wall-clock seconds without model loading and grading; "
+                 "speed-up: "
+                 + (f"engine seconds of `{base.label}` / engine seconds of the run (~: an estimate, "
+                    "step-cache hits in it or the baseline)." if base is not None
                     else "none (no baseline run)."))
-    lines += ["", f"![accuracy against wall-clock seconds and target-token share]({image})", ""]
+    lines += ["", f"![accuracy against engine seconds and target-token share]({image})", ""]
+    vs = [(r, v) for r, v in zip(comp.runs, comp.versus) if v.get("paired_vs_target_only")]
+    if vs and base is not None:
+        lines += [f"## Against `{base.label}`", "",
+                  "Paired over the problems both runs graded: accuracy difference, its 95% interval "
+                  "(bootstrap over problems), problems only the run got right / only the baseline got "
+                  "right, McNemar's exact p; the mixing line's accuracy at the run's engine seconds "
+                  "(sending whole problems at random to draft-only or target-only) and the run's margin.",
+                  "",
+                  "| run | shared | difference | 95% CI | won / lost | McNemar p | mixing line | margin |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r, v in vs:
+            pr = v["paired_vs_target_only"]
+            lo, hi = pr["ci95"]
+            mix = v.get("mixing_accuracy")
+            mtext = "-" if mix is None else f"{100 * mix:.1f}%"
+            margin = "-" if v.get("above_mixing_line") is None else f"{100 * v['above_mixing_line']:+.1f}"
+            lines.append(f"| {r.label} | {pr['shared']} | {100 * pr['difference']:+.1f} | {100 * lo:+.1f} to "
+                         f"{100 * hi:+.1f} | {pr['run_only']} / {pr['base_only']} | {pr['mcnemar_p']:.2f} | "
+                         f"{mtext} | {margin} |")
+        lines.append("")
     if comp.warnings:
         lines += ["## Warnings", ""] + [f"- **Warning**: {w}" for w in comp.warnings] + [""]
     lines += ["## Runs", ""]

@@ -13,7 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # The models bench on the scripted doubles: the cpu-pair preset with its models swapped.
-SCRIPTED = ["draft=scripted", "target=scripted", "dataset.sample=null", "dataset.limit=3", "progress=false"]
+# Models of known cost (seconds per prompt id read / id written, with a per-problem KV cache): the
+# target costs three times the draft, so engine seconds and the mixing line are exact.
+PLAIN = ["draft=scripted", "target=scripted", "dataset.sample=null", "dataset.limit=3", "progress=false"]
+SCRIPTED = [*PLAIN, "draft.prefix_cache=true", "draft.prefill_cost=0.001", "draft.decode_cost=0.01",
+            "target.prefix_cache=true", "target.prefill_cost=0.003", "target.decode_cost=0.03"]
 
 
 def bench(*args, timeout=180):
@@ -282,7 +286,7 @@ def test_rerun_into_the_same_folder_resumes_each_run(tmp_path):
     (["loop.schedule=eager"], "loop.schedule must be lockstep or async"),
 ])
 def test_user_mistakes_exit_2_with_one_line(args, needle, tmp_path):
-    p = bench(*SCRIPTED, *args, f"hydra.run.dir={tmp_path / 'r'}", timeout=60)
+    p = bench(*PLAIN, *args, f"hydra.run.dir={tmp_path / 'r'}", timeout=60)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(lines) == 1, p.stderr[-2000:]
@@ -298,3 +302,28 @@ def test_evaluate_refuses_a_bench_preset(tmp_path):
     assert p.stderr.strip().splitlines() == [
         "error: recipe 'overhead' is a preset of recipes.bench (it sets bench.*): "
         "run python -m recipes.bench recipe=overhead"]
+
+
+def test_compare_draws_the_mixing_line_and_pairs_each_run_with_target_only(tmp_path):
+    from recipes.compare import build, figure, markdown
+
+    out = tmp_path / "bench"
+    p = bench(*SCRIPTED, "bench.presets=[smoke]", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    comp = build([out])
+    s = {r.dir.name: r.summary for r in comp.runs}
+
+    def engine(x):
+        return x["seconds"]["draft"] + x["seconds"]["judge"] + x["seconds"]["target"]
+
+    d, t = s["draft-only"], s["target-only"]
+    # the dotted line: through draft-only's and target-only's (engine seconds, accuracy)
+    (line,) = [ln for ln in figure(comp).axes[0].lines if ln.get_linestyle() == ":"]
+    pts = list(zip(line.get_xdata(), line.get_ydata()))
+    assert pts[1] == pytest.approx((engine(d), 100 * d["accuracy"]))
+    assert pts[2] == pytest.approx((engine(t), 100 * t["accuracy"]))
+    md = markdown(comp)
+    assert "## Against `target-only`" in md and "| smoke | 3 |" in md
+    r = json.loads((out / "bench.json").read_text())["runs"]["smoke"]
+    margin = f"{100 * r['above_mixing_line']:+.1f}"
+    assert f"| {margin} |" in md

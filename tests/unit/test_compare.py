@@ -72,7 +72,7 @@ def close(cell: str, value: float, digits: int) -> bool:
     return abs(float(cell) - value) <= 0.5 * 10 ** -digits + 1e-9
 
 
-def check_row(row: dict[str, str], s: dict, base_wall: float | None) -> None:
+def check_row(row: dict[str, str], s: dict, base: dict) -> None:
     assert int(row["problems"]) == s["problems"]
     pct, correct, graded = re.fullmatch(r"([\d.]+)% \((\d+)/(\d+)\)", row["accuracy"]).groups()
     assert close(pct, 100 * s["accuracy"], 1) and (int(correct), int(graded)) == (s["correct"], s["graded"])
@@ -85,7 +85,11 @@ def check_row(row: dict[str, str], s: dict, base_wall: float | None) -> None:
     assert close(row["target tok share"].rstrip("%"), 100 * tok["target"] / (tok["draft"] + tok["target"]), 1)
     wall = s["wall_seconds"]
     assert close(row["wall s"], wall, 1 if wall >= 1 else 2)
-    assert close(row["speed-up"].rstrip("x"), base_wall / wall, 2)
+    # speed-ups are over engine seconds: draft + judge + target, added up here by hand
+    engine = s["seconds"]["draft"] + s["seconds"]["judge"] + s["seconds"]["target"]
+    base_engine = base["seconds"]["draft"] + base["seconds"]["judge"] + base["seconds"]["target"]
+    assert close(row["engine s"], engine, 1 if engine >= 1 else 2)
+    assert close(row["speed-up"].rstrip("x"), base_engine / engine, 2)
     assert close(row["s/problem"], s["seconds_per_problem"]["mean"], 2)
 
 
@@ -105,11 +109,10 @@ def test_compare_writes_a_plot_and_a_report_whose_numbers_are_the_summaries(runs
     labels = {by_dir[d.resolve()]: label for label, d in where.items()}
     assert set(labels) == set(dirs)
     # Numbers: each row is its run's summary; speed-ups against the target-only baseline.
-    base_wall = summaries["base"]["wall_seconds"]
     for key, label in labels.items():
         on_disk = json.loads((dirs[key] / "summary.json").read_text())
         assert on_disk["wall_seconds"] == summaries[key]["wall_seconds"]
-        check_row(rows[label], on_disk, base_wall)
+        check_row(rows[label], on_disk, summaries["base"])
     assert rows[labels["base"]]["speed-up"] == "1.00x"
     # Labels: the knob that differs, the baseline by its kind.
     assert "policy.threshold=0.3" in labels["low"] and "policy.threshold=0.7" in labels["high"]
@@ -131,7 +134,7 @@ def test_baseline_option_sets_what_speed_ups_are_against(runs, tmp_path):
     assert len(rows) == 3  # low, high and high's baseline subfolder
     for label, d in where.items():
         key = {v.resolve(): k for k, v in dirs.items()}[d.resolve()]
-        check_row(rows[label], summaries[key], summaries["low"]["wall_seconds"])
+        check_row(rows[label], summaries[key], summaries["low"])
 
 
 @pytest.mark.parametrize("make,needle", [
@@ -166,7 +169,8 @@ def sweep_comparison() -> tuple[Comparison, list[float]]:
     each other, a second recipe's run in their midst, two runs on the very same point, and a baseline."""
     def summary(acc: float, wall: float, target: int, policy: str = "ThresholdPolicy") -> dict:
         return {"problems": 500, "accuracy": acc, "accuracy_ci95": [acc - 0.04, acc + 0.04],
-                "wall_seconds": wall, "tokens": {"draft": 1000, "target": target}, "policy": policy}
+                "wall_seconds": wall, "tokens": {"draft": 1000, "target": target}, "policy": policy,
+                "seconds": {"draft": 0.0, "judge": 0.0, "target": wall}}  # engine seconds = wall here
 
     thresholds = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]
     runs = [Run(Path(f"/sweep/{i}"), summary(0.6 + 0.02 * t, 100 + 3 * abs(t - 0.45), 200 + int(50 * t)),
