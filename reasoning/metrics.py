@@ -354,10 +354,15 @@ def stop_reason_share(summary: dict[str, Any], reason: str) -> float:
     return (summary.get("stop_reasons") or {}).get(reason, 0) / n if n else 0.0
 
 
-def _seconds(x: float | None) -> str:
+def seconds_text(x: float | None) -> str:
+    """Seconds as printed: one decimal from 1 s, else two significant digits.
+
+    >>> seconds_text(12.34), seconds_text(0.5), seconds_text(0.000312), seconds_text(0.0), seconds_text(None)
+    ('12.3', '0.5', '0.00031', '0', '-')
+    """
     if x is None:
         return "-"
-    return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2f}"
+    return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2g}"
 
 
 def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False,
@@ -407,8 +412,8 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]], *, ci: bool = False
             share = target_token_share(s)
             row.append("-" if share is None else f"{100 * share:.1f}%")
         eng = engine_seconds(s) if "seconds" in s else None
-        row += [str(s["tokens"]["draft"]), str(s["tokens"]["target"]), _seconds(eng),
-                _seconds(s.get("wall_seconds"))]
+        row += [str(s["tokens"]["draft"]), str(s["tokens"]["target"]), seconds_text(eng),
+                seconds_text(s.get("wall_seconds"))]
         if speedups is not None:
             sp = speedups[i]
             mark = "~" if estimates is not None and estimates[i] and sp is not None else ""

@@ -205,3 +205,74 @@ def exit_code(failed: int, where: str = "traces.jsonl") -> int:
     print(f"error: {failed} problem(s) failed; their reasons are in {where} (field 'error'); "
           f"exit status {EXIT_PROBLEMS_FAILED}", file=sys.stderr)
     return EXIT_PROBLEMS_FAILED
+
+
+def correct_by_problem(run_dir: Path) -> dict[str, bool]:
+    """``{problem id: correct}`` of the graded traces in ``run_dir``."""
+    from reasoning.traces import TRACES, read_traces
+
+    return {t.problem_id: bool(t.correct) for t in read_traces(run_dir / TRACES) if t.correct is not None}
+
+
+def reset_engine_caches(models: dict[str, Any]) -> dict[str, str]:
+    """Empty every model's engine caches before a run (see :func:`reasoning.protocols.reset_cache`);
+    per model what was done: ``reset``, ``not built`` (nothing cached yet), or ``not reset`` (the
+    engine has no way to: the run may inherit prefixes the runs before it left)."""
+    from reasoning.protocols import reset_cache
+
+    out = {}
+    for name, g in models.items():
+        if not getattr(g, "loaded", True):
+            out[name] = "not built"
+            continue
+        done = reset_cache(g)
+        out[name] = "reset" if done else "not reset"
+        if not done:
+            log.warning("bench: %s's engine caches could not be emptied; the next run may inherit them", name)
+    return out
+
+
+def baseline_lines(result: dict[str, Any]) -> list[str]:
+    """A line per run: its cost breakdown, and its place against target-only and the mixing line.
+
+    >>> d = {"seconds": 3.0, "prefill_seconds": 1.0, "decode_seconds": 2.0, "unsplit_seconds": 0.0}
+    >>> t = {"seconds": 4.0, "prefill_seconds": 1.5, "decode_seconds": 2.5, "unsplit_seconds": 0.0}
+    >>> cost = {"draft": d, "target": t, "judge_seconds": 0.5, "wasted_draft_seconds": 1.0,
+    ...         "engine_seconds": 7.5}
+    >>> e = {"cost": cost, "mixing_accuracy": 0.45, "above_mixing_line": 0.05, "paired_vs_target_only": {
+    ...      "difference": -0.02, "ci95": [-0.08, 0.04], "run_only": 1, "base_only": 2, "mcnemar_p": 1.0}}
+    >>> for line in baseline_lines({"runs": {"x": e}}): print(line)
+    x: engine 7.5 s = draft 3.0 (prefill 1.0, decode 2.0; wasted 1.0)
+       + target 4.0 (prefill 1.5, decode 2.5) + judge 0.5
+    x: vs target-only -2.0 points (paired 95% CI -8.0 to +4.0; 1 won, 2 lost, McNemar p 1.00);
+       mixing line 45.0%, 5.0 points above it
+    """
+    from reasoning.metrics import seconds_text as sec
+
+    lines = []
+    for name, e in result["runs"].items():
+        c = e.get("cost")
+        if c:
+            def part(m: dict[str, Any]) -> str:
+                if m["seconds"] and m["unsplit_seconds"] == m["seconds"]:
+                    return "prefill and decode not timed apart"
+                un = f", not timed apart {sec(m['unsplit_seconds'])}" if m["unsplit_seconds"] else ""
+                return f"prefill {sec(m['prefill_seconds'])}, decode {sec(m['decode_seconds'])}{un}"
+            d, t = c["draft"], c["target"]
+            lines.append(f"{name}: engine {sec(c['engine_seconds'])} s = draft {sec(d['seconds'])} "
+                         f"({part(d)}; wasted {sec(c['wasted_draft_seconds'])}) + target {sec(t['seconds'])} "
+                         f"({part(t)}) + judge {sec(c['judge_seconds'])}")
+        pr = e.get("paired_vs_target_only")
+        bits = []
+        if pr:
+            lo, hi = pr["ci95"]
+            bits.append(f"vs target-only {100 * pr['difference']:+.1f} points (paired 95% CI "
+                        f"{100 * lo:+.1f} to {100 * hi:+.1f}; {pr['run_only']} won, {pr['base_only']} "
+                        f"lost, McNemar p {pr['mcnemar_p']:.2f})")
+        if e.get("mixing_accuracy") is not None:
+            bits.append(f"mixing line {100 * e['mixing_accuracy']:.1f}%, "
+                        f"{100 * abs(e['above_mixing_line']):.1f} points "
+                        f"{'above' if e['above_mixing_line'] >= 0 else 'BELOW'} it")
+        if bits:
+            lines.append(f"{name}: " + "; ".join(bits))
+    return lines

@@ -559,55 +559,6 @@ ESTIMATE_NOTE = ("~ marks an estimate: the run's steps (or target-only's) came p
                  "counted at the seconds they took when computed, not measured standalone")
 
 
-def correct_by_problem(run_dir: Path) -> dict[str, bool]:
-    """``{problem id: correct}`` of the graded traces in ``run_dir``."""
-    from reasoning.traces import TRACES, read_traces
-
-    return {t.problem_id: bool(t.correct) for t in read_traces(run_dir / TRACES) if t.correct is not None}
-
-
-def baseline_lines(result: dict[str, Any]) -> list[str]:
-    """A line per run: its cost breakdown, and its place against target-only and the mixing line.
-
-    >>> d = {"seconds": 3.0, "prefill_seconds": 1.0, "decode_seconds": 2.0, "unsplit_seconds": 0.0}
-    >>> t = {"seconds": 4.0, "prefill_seconds": 1.5, "decode_seconds": 2.5, "unsplit_seconds": 0.0}
-    >>> cost = {"draft": d, "target": t, "judge_seconds": 0.5, "wasted_draft_seconds": 1.0,
-    ...         "engine_seconds": 7.5}
-    >>> e = {"cost": cost, "mixing_accuracy": 0.45, "above_mixing_line": 0.05, "paired_vs_target_only": {
-    ...      "difference": -0.02, "ci95": [-0.08, 0.04], "run_only": 1, "base_only": 2, "mcnemar_p": 1.0}}
-    >>> for line in baseline_lines({"runs": {"x": e}}): print(line)
-    x: engine 7.5 s = draft 3.0 (prefill 1.0, decode 2.0; wasted 1.0)
-       + target 4.0 (prefill 1.5, decode 2.5) + judge 0.5
-    x: vs target-only -2.0 points (paired 95% CI -8.0 to +4.0; 1 won, 2 lost, McNemar p 1.00);
-       mixing line 45.0%, 5.0 points above it
-    """
-    lines = []
-    for name, e in result["runs"].items():
-        c = e.get("cost")
-        if c:
-            def part(m: dict[str, Any]) -> str:
-                un = f", unsplit {m['unsplit_seconds']:.1f}" if m["unsplit_seconds"] else ""
-                return f"prefill {m['prefill_seconds']:.1f}, decode {m['decode_seconds']:.1f}{un}"
-            d, t = c["draft"], c["target"]
-            lines.append(f"{name}: engine {c['engine_seconds']:.1f} s = draft {d['seconds']:.1f} ({part(d)}; "
-                         f"wasted {c['wasted_draft_seconds']:.1f}) + target {t['seconds']:.1f} ({part(t)}) "
-                         f"+ judge {c['judge_seconds']:.1f}")
-        pr = e.get("paired_vs_target_only")
-        bits = []
-        if pr:
-            lo, hi = pr["ci95"]
-            bits.append(f"vs target-only {100 * pr['difference']:+.1f} points (paired 95% CI "
-                        f"{100 * lo:+.1f} to {100 * hi:+.1f}; {pr['run_only']} won, {pr['base_only']} "
-                        f"lost, McNemar p {pr['mcnemar_p']:.2f})")
-        if e.get("mixing_accuracy") is not None:
-            bits.append(f"mixing line {100 * e['mixing_accuracy']:.1f}%, "
-                        f"{100 * abs(e['above_mixing_line']):.1f} points "
-                        f"{'above' if e['above_mixing_line'] >= 0 else 'BELOW'} it")
-        if bits:
-            lines.append(f"{name}: " + "; ".join(bits))
-    return lines
-
-
 def footer(result: dict[str, Any]) -> str:
     """The lines under the table: the bench's wall time and, after a sweep, the sweep's against its
     most expensive point's.
@@ -644,24 +595,6 @@ def footer(result: dict[str, Any]) -> str:
         if top["cache_hits"]:
             lines.append(f"note: {top['name']} had {top['cache_hits']} step-cache hits; {sw['note']}")
     return "\n".join(lines)
-
-
-def reset_engine_caches(models: dict[str, Any]) -> dict[str, str]:
-    """Empty every model's engine caches before a run (see :func:`reasoning.protocols.reset_cache`);
-    per model what was done: ``reset``, ``not built`` (nothing cached yet), or ``not reset`` (the
-    engine has no way to: the run may inherit prefixes the runs before it left)."""
-    from reasoning.protocols import reset_cache
-
-    out = {}
-    for name, g in models.items():
-        if not getattr(g, "loaded", True):
-            out[name] = "not built"
-            continue
-        done = reset_cache(g)
-        out[name] = "reset" if done else "not reset"
-        if not done:
-            log.warning("bench: %s's engine caches could not be emptied; the next run may inherit them", name)
-    return out
 
 
 def _loaded_seconds(lazies: dict[str, Any]) -> float:
@@ -724,7 +657,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
         for i, (n, _, _) in enumerate(plan, 1):
             log.info("bench run %s (%d of %d)", n, i, len(plan))
             # Each run starts from empty engine caches: no free prefill from the run before.
-            inherited[n] = reset_engine_caches(lazies)
+            inherited[n] = _runs.reset_engine_caches(lazies)
             rows.append((n, _runs.run_into(pipes[n], problems, out / n, configs[n], progress=cfg.progress,
                                            lazies=lazies, wrapped=wrapped[n],
                                            extra={"bench_order": i, "engine_caches": inherited[n]})))
@@ -749,7 +682,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
                                "an estimate where either had step-cache hits",
               "runs": {n: run_entry(n, s, sp, preset, point)
                        for (n, s), sp, (_, preset, point) in zip(rows, speedups, plan)}}
-    correct = {n: correct_by_problem(out / n) for n, _ in rows}
+    correct = {n: _runs.correct_by_problem(out / n) for n, _ in rows}
     for (n, s), est in zip(rows, estimates):
         e = result["runs"][n]
         e["speedup_is_estimate"] = est
@@ -772,7 +705,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     print(format_table(rows, speedups=speedups if base is not None else None, estimates=estimates))
     if any(estimates):
         print(ESTIMATE_NOTE)
-    for line in baseline_lines(result):
+    for line in _runs.baseline_lines(result):
         print(line)
     print("judge seconds: " + ", ".join(f"{n} {s['seconds']['judge']:.2f}" for n, s in rows))
     shares = [(n, e["judge_share_of_target_step"]) for n, e in result["runs"].items()

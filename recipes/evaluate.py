@@ -48,13 +48,12 @@ def run(cfg) -> int:
     from hydra.core.hydra_config import HydraConfig
 
     from reasoning.config_io import RunFolderError, check_same_config
-    from reasoning.metrics import format_table
+    from reasoning.metrics import engine_seconds, format_table, ratio_text
     from reasoning.pipeline import Pipeline, close_all, write_summary
     from reasoning.policies import AlwaysDraft, AlwaysTarget
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.baseline is not None and cfg.baseline not in _BASELINES:
-        raise UserError(f"baseline must be one of {', '.join(_BASELINES)} or null, got {cfg.baseline!r}")
+    baselines = baselines_of(cfg.baseline)
     if "bench" in cfg:
         name = HydraConfig.get().runtime.choices.get("recipe")
         raise UserError(f"recipe {name!r} is a preset of recipes.bench (it sets bench.*): "
@@ -79,50 +78,131 @@ def run(cfg) -> int:
     store, run_draft, run_target, judge, wrapped = _runs.wrap_with_cache(cfg, draft, target, judge, bound)
     pipe = Pipeline(draft=run_draft, target=run_target, judge=judge, policy=policy, segmenter=segmenter,
                     prompt=prompt, loop=loop)
-    base_policy = {"target-only": AlwaysTarget(), "draft-only": AlwaysDraft()}.get(cfg.baseline)
-    policies = [policy] if base_policy is None else [policy, base_policy]
+    base_policies = {"target-only": AlwaysTarget(), "draft-only": AlwaysDraft()}
+    policies = [policy] + [base_policies[b] for b in baselines]
     rows = []
+    dirs = {}
     try:
         # Load the models the runs will use before any clock starts, so that no run's wall
         # time includes an engine start. With the step cache on, a model loads at its first
         # miss instead (a run whose steps all hit loads none), and that time is taken off.
         load_s = {} if store is not None else _cli.load_models(_runs.models_needed(policies), lazies)
+        name = HydraConfig.get().runtime.choices.get("recipe") or "run"
+        caches = _runs.reset_engine_caches(lazies)
         summary = _runs.run_into(pipe, problems, out, resolved, progress=cfg.progress, lazies=lazies,
-                                 wrapped=wrapped, extra={"load_seconds": load_s})
+                                 wrapped=wrapped, extra={"load_seconds": load_s, "engine_caches": caches})
         if report.get("skipped"):
-            s = dict(summary)
-            s["dataset_rows_skipped"] = report["skipped"]
-            write_summary(out, s)
             print(f"skipped {report['skipped']} malformed dataset row(s) (dataset.skip_malformed=true)",
                   file=sys.stderr)
-        name = HydraConfig.get().runtime.choices.get("recipe") or "run"
         rows.append((name, summary))
+        dirs[name] = out
         failed = summary["errors"]
-        if base_policy is not None:
-            base_dir = out / f"baseline-{cfg.baseline}"
-            base_cfg = resolved + f"\n# baseline run of the config above: policy={cfg.baseline}\n"
-            base = _runs.run_into(pipe.with_policy(base_policy), problems, base_dir, base_cfg,
-                                  progress=cfg.progress, lazies=lazies, wrapped=wrapped)
-            rows.append((cfg.baseline, base))
-            failed += base["errors"]
-            s = dict(summary)
-            bw, w = base.get("wall_seconds"), s.get("wall_seconds")
-            s["baseline"] = {"name": cfg.baseline, "dir": str(base_dir),
-                             "accuracy": base["accuracy"], "wall_seconds": bw}
-            s["speedup_vs_baseline"] = (bw / w) if bw and w else None
-            write_summary(out, s)
+        for b in baselines:  # each from empty engine caches: no free prefill from the run before
+            base_dir = out / f"baseline-{b}"
+            base_cfg = resolved + f"\n# baseline run of the config above: policy={b}\n"
+            caches = _runs.reset_engine_caches(lazies)
+            rows.append((b, _runs.run_into(pipe.with_policy(base_policies[b]), problems, base_dir, base_cfg,
+                                           progress=cfg.progress, lazies=lazies, wrapped=wrapped,
+                                           extra={"engine_caches": caches})))
+            dirs[b] = base_dir
+            failed += rows[-1][1]["errors"]
+        result = beside_baselines(rows, dirs)
+        s = dict(summary)
+        if report.get("skipped"):
+            s["dataset_rows_skipped"] = report["skipped"]
+        s.update(result["runs"][name])
+        if baselines:
+            s["baselines"] = {n: {"dir": str(dirs[n]), "accuracy": b["accuracy"], "engine_seconds":
+                                  engine_seconds(b), "wall_seconds": b.get("wall_seconds")}
+                              for n, b in rows[1:]}
+        write_summary(out, s)
     finally:
         close_all([draft, target])
         if store is not None:
             store.close()
-    print(format_table(rows))
+    heads = result["runs"]
+    has_base = "target-only" in baselines
+    print(format_table(rows, speedups=[heads[n].get("speedup_vs_target_only") for n, _ in rows] if has_base
+                       else None, estimates=[bool(heads[n].get("speedup_is_estimate")) for n, _ in rows]))
+    if any(heads[n].get("speedup_is_estimate") for n, _ in rows):
+        print(ESTIMATE_NOTE)
+    for line in _runs.baseline_lines({"runs": {n: {**heads[n], "cost": s["cost"]} for n, s in rows}}):
+        print(line)
     if store is not None:
         _runs.print_cache_hits(rows)
-    if len(rows) == 2 and rows[1][1].get("wall_seconds") and rows[0][1].get("wall_seconds"):
-        print(f"speed-up vs {rows[1][0]}: {rows[1][1]['wall_seconds'] / rows[0][1]['wall_seconds']:.2f}x")
+    if has_base:
+        sp = heads[rows[0][0]].get("speedup_vs_target_only")
+        mark = "~" if heads[rows[0][0]].get("speedup_is_estimate") else ""
+        print(f"speed-up vs target-only (engine seconds): {mark}{ratio_text(sp)}")
+    if len(rows) > 1:
+        picture = _picture(out)
+        if picture is not None:
+            print(f"accuracy against cost: {picture}")
     _runs.warn_token_budget(rows)
     print(f"run folder: {out}")
     return _runs.exit_code(failed)
+
+
+ESTIMATE_NOTE = ("~ marks an estimate: steps came partly from the step cache, counted at the seconds "
+                 "they took when computed, not measured in this run")
+
+
+def baselines_of(node) -> list[str]:
+    """``baseline`` (null, one name, or a list of names) as a list of baseline names.
+
+    >>> baselines_of(None), baselines_of("target-only"), baselines_of(["target-only", "draft-only"])
+    ([], ['target-only'], ['target-only', 'draft-only'])
+
+    Raises:
+        UserError: an unknown name, or one listed twice.
+    """
+    from omegaconf import OmegaConf
+
+    if node is None:
+        return []
+    names = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+    names = [names] if isinstance(names, str) else list(names)
+    for b in names:
+        if b not in _BASELINES:
+            raise UserError(f"baseline must be one of {', '.join(_BASELINES)}, a list of them, or null, "
+                            f"got {b!r}")
+    if len(set(names)) != len(names):
+        raise UserError(f"baseline lists a name twice: {names}")
+    return names
+
+
+def beside_baselines(rows, dirs) -> dict:
+    """Per run (by name): its speed-up over target-only's engine seconds (an estimate where the
+    step cache answered), its paired difference from target-only and its place against the mixing
+    line (see :func:`reasoning.metrics.versus_baselines`)."""
+    from reasoning.metrics import headline_speedup, versus_baselines
+
+    summaries = dict(rows)
+    correct = {n: _runs.correct_by_problem(d) for n, d in dirs.items()}
+    base = summaries.get("target-only")
+    draft = summaries.get("draft-only")
+    out = {}
+    for n, s in rows:
+        sp, est = headline_speedup(s, base)
+        e = {"speedup_vs_target_only": sp, "speedup_is_estimate": est} if base is not None else {}
+        if n != "target-only":
+            e.update(versus_baselines(s, correct[n], None if base is None else (base, correct["target-only"]),
+                                      None if draft is None else (draft, correct["draft-only"])))
+        out[n] = e
+    return {"runs": out}
+
+
+def _picture(out: Path) -> Path | None:
+    """Accuracy against engine seconds (with the mixing line) for the run and its baselines, as
+    ``compare.png`` in the run folder (see :mod:`recipes.compare`); None if it cannot be drawn."""
+    try:
+        from recipes.compare import build, plot
+
+        plot(build([out]), out)
+    except Exception as e:  # noqa: BLE001 - the figures are written; the picture is extra
+        log.warning("no accuracy-vs-cost picture: %s", e)
+        return None
+    return out / "compare.png"
 
 
 def _saved(cfg) -> str:

@@ -28,9 +28,28 @@ def test_smoke_writes_traces_config_and_summary(tmp_path):
     assert [r["problem_id"] for r in rows] == ["gsm8k-test-0", "gsm8k-test-1", "gsm8k-test-2"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"] == 3 and summary["correct"] == sum(r["correct"] for r in rows)
-    assert summary["baseline"]["name"] == "target-only"
+    assert list(summary["baselines"]) == ["target-only"]
+    base = json.loads((out / "baseline-target-only" / "summary.json").read_text())
+    assert summary["baselines"]["target-only"]["accuracy"] == base["accuracy"]
+    # the headline: target-only's engine seconds over the run's, and the paired difference
+    engine = sum(summary["seconds"].values())
+    assert summary["speedup_vs_target_only"] == pytest.approx(sum(base["seconds"].values()) / engine)
+    assert summary["paired_vs_target_only"]["shared"] == 3
     assert "threshold: 0.5" in (out / "config.yaml").read_text()
     assert "smoke" in p.stdout and "target-only" in p.stdout and "speed-up" in p.stdout
+
+
+def test_both_baselines_give_the_mixing_line_and_a_picture(tmp_path):
+    out = tmp_path / "run"
+    p = run("recipe=smoke", f"hydra.run.dir={out}", "progress=false", "baseline=[target-only,draft-only]")
+    assert p.returncode == 0, p.stderr
+    assert (out / "baseline-draft-only" / "summary.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mixing_accuracy"] is not None or summary["above_mixing_line"] is None
+    assert "mixing line" in p.stdout and "vs target-only" in p.stdout and "engine" in p.stdout
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    for b in ("target-only", "draft-only"):
+        assert json.loads((out / f"baseline-{b}" / "summary.json").read_text())["engine_caches"]
 
 
 def test_smoke_rerun_into_the_same_folder_resumes(tmp_path):
