@@ -4,8 +4,14 @@ One client for vLLM's server (``vllm serve``) and stepspec's own (``python -m re
 llama.cpp on CPUs): prompts travel as token ids (``/tokenize`` renders the chat with the
 server's own template and encodes text; a segment this generator wrote keeps its ids), and
 ``/v1/completions`` is asked for token ids back (``return_token_ids``), the stop string kept in
-the text (``include_stop_str_in_output``) and top logprobs. Requests of a batch go out at once
-(one HTTP request each, up to ``max_concurrency``), so the server batches them.
+the text (``include_stop_str_in_output``) and top logprobs. A completion's text is the decode of
+its ids (``/detokenize``, after the prompt's last tokens, the rule of
+:mod:`reasoning.backends.vllm`), not the server's text: vLLM cuts its text right after a stop
+string even inside the token that completed it, and keeps that token's id, so the server's
+text and ids can disagree; decoded, the text ends with the stop string or the rest of the
+token that completed it, and the steps of an answer join to the decode of all its ids.
+Requests of a batch go out at once (one HTTP request each, up to ``max_concurrency``), so the
+server batches them.
 
 Several servers of one model make a pool: each request goes to the endpoint with the fewest
 requests in flight; a connection error, a timeout, an HTTP 5xx or a malformed answer is
@@ -31,6 +37,10 @@ from reasoning.backends._ids import TokenPrompts
 from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
 
 log = logging.getLogger(__name__)
+
+_CONTEXT_TOKENS = 4
+"""Prompt tokens decoded before the generated ids (as in :mod:`reasoning.backends.vllm`), so that
+a step's text keeps the spaces and byte pieces a tokenizer's decoder drops at a string's start."""
 
 
 class ServerError(RuntimeError):
@@ -168,6 +178,30 @@ class ServerGenerator(TokenPrompts):
     def encode_text(self, text: str) -> list[int]:
         return self._tokens({"prompt": text, "add_special_tokens": False})
 
+    def _detokenize(self, ids: Sequence[int]) -> str:
+        out = self._call("POST", "/detokenize", {"model": self.model, "tokens": list(ids)})
+        text = out.get("prompt") if isinstance(out, dict) else None
+        if not isinstance(text, str):
+            raise ServerError(f"/detokenize answered without text: {str(out)[:200]}")
+        return text
+
+    def decode(self, ids: Sequence[int], context: Sequence[int] = ()) -> str:
+        """The text ``ids`` add after ``context``, decoded by the server's tokenizer.
+
+        ``decode(ctx + ids)`` minus ``decode(ctx)`` over the context's last few tokens; ``ids``
+        decoded alone when the context's text is not a prefix of the joint text (a character
+        split across the boundary).
+        """
+        if not ids:
+            return ""
+        ctx = list(context[-_CONTEXT_TOKENS:])
+        if ctx:
+            head = self._detokenize(ctx)
+            whole = self._detokenize(ctx + list(ids))
+            if whole.startswith(head):
+                return whole[len(head):]
+        return self._detokenize(ids)
+
     # -- generation --------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """One completion per request; the batch's requests are sent concurrently."""
@@ -195,10 +229,12 @@ class ServerGenerator(TokenPrompts):
             body["logprobs"] = p.logprobs
         out = self._call("POST", "/v1/completions", body)
         try:
-            return self._parse(req, ids, out)
+            c = self._parse(req, ids, out)
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise ServerError(f"request {req.request_id!r}: malformed completion ({type(e).__name__}: {e}): "
                               f"{str(out)[:300]}") from e
+        # the text of exactly the kept ids (the server's may stop inside the last token)
+        return dataclasses.replace(c, text=self.decode(c.token_ids, ids))
 
     def _parse(self, req: GenerationRequest, prompt_ids: list[int], out: Mapping[str, Any]) -> Completion:
         choice = out["choices"][0]

@@ -85,6 +85,7 @@ def test_server_equals_the_offline_engine(vllm_server, vllm_engine, chat):
     remote, local = gen.generate(reqs), vllm_engine.generate(reqs)
     for r, x in zip(remote, local):
         assert r.token_ids == x.token_ids
+        assert r.text == x.text  # the decode of the ids, as the offline engine's, not vLLM's cut text
         assert r.finish_reason is x.finish_reason
         assert r.prompt_tokens == x.prompt_tokens
     assert remote[1].finish_reason is FinishReason.EOS and remote[2].finish_reason is FinishReason.LENGTH

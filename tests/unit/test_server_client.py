@@ -14,13 +14,24 @@ from reasoning.types import ChatMessage, FinishReason, GenerationParams, Generat
 CHAT = (ChatMessage("user", "2+2?"),)
 
 
+VOCAB = {300: "\n\n\n"}
+"""The fake's tokenizer: id 300 is one token of three newlines, any id below 256 the character
+with that code (52 is "4", 10 is a newline)."""
+
+
+def _detok(ids):
+    return "".join(VOCAB.get(i) or chr(i) for i in ids)
+
+
 class Fake:
     """A scripted server: ``plan`` is a list of behaviours for successive /v1/completions calls
-    (``ok``, ``500``, ``400``, ``garbage``, ``sleep``, ``no_ids``); the last one repeats."""
+    (``ok``, ``500``, ``400``, ``garbage``, ``sleep``, ``no_ids``, ``cut``: vLLM's text cut
+    right after the stop string inside the token that completed it); the last one repeats."""
 
     def __init__(self, plan=("ok",), eos=(99,)):
         self.plan = list(plan)
         self.calls: list[dict] = []
+        self.detokenized: list[list[int]] = []
         self.eos = list(eos)
         fake = self
 
@@ -46,6 +57,9 @@ class Fake:
                 if self.path == "/tokenize":
                     toks = [1, 2, 3] if "messages" in body else [ord(c) for c in body["prompt"]]
                     return self._send(200, json.dumps({"tokens": toks}).encode())
+                if self.path == "/detokenize":
+                    fake.detokenized.append(body["tokens"])
+                    return self._send(200, json.dumps({"prompt": _detok(body["tokens"])}).encode())
                 fake.calls.append(body)
                 what = fake.plan[min(len(fake.calls) - 1, len(fake.plan) - 1)]
                 if what == "500":
@@ -62,6 +76,10 @@ class Fake:
                                        "top_logprobs": [{"4": -0.1}, {"\n": -0.2}, {"\n": -0.3}]}}
                 if what == "eos":
                     choice.update(text="4", token_ids=[52, 99], stop_reason=None)
+                if what == "cut":  # the token "\n\n\n" completed the stop "\n\n"; vLLM cut after it
+                    choice.update(text="4\n\n", token_ids=[52, 300])
+                    choice["logprobs"] = {"tokens": ["4", "\n\n\n"], "token_logprobs": [-0.1, -0.2],
+                                          "top_logprobs": [{"4": -0.1}, {"\n\n\n": -0.2}]}
                 if what == "no_ids":
                     del choice["token_ids"]
                 out = {"choices": [choice], "usage": {"prompt_tokens": len(body["prompt"]),
@@ -118,6 +136,31 @@ def test_eos_id_is_dropped(fake):
     gen = ServerGenerator(fake("eos").url, backoff_s=0)
     (c,) = gen.generate([_req()])
     assert c.finish_reason is FinishReason.EOS and c.token_ids == (52,)
+
+
+def test_text_is_the_decode_of_the_ids_when_the_server_cut_inside_a_token(fake):
+    # vLLM ends the text right after the stop string, inside the token that completed it
+    # ("4\n\n" for ids [52, 300], 300 = "\n\n\n"); the ids stay whole, so the text must too:
+    # "4" then the token's three newlines, which ends with the stop string's rest of the token.
+    f = fake("cut")
+    gen = ServerGenerator(f.url, backoff_s=0)
+    (c,) = gen.generate([_req(prefix=(Segment("ab", "other"),))])
+    assert c.token_ids == (52, 300) and c.finish_reason is FinishReason.STOP
+    assert c.text == "4\n\n\n"
+    # decoded after some of the prompt's last tokens (a bare decode drops leading spaces)
+    assert any(len(t) > 2 and t[-2:] == [52, 300] and t[-3] == ord("b") for t in f.detokenized)
+    gen.close()
+
+
+def test_a_step_joins_back_into_the_decoded_answer(fake):
+    # two steps of one answer, each cut by the server inside its last token: their texts joined
+    # equal the decode of all their ids together.
+    f = fake("cut")
+    gen = ServerGenerator(f.url, name="draft", backoff_s=0)
+    (a,) = gen.generate([_req()])
+    (b,) = gen.generate([_req(prefix=(Segment(a.text, "draft", a.token_ids),))])
+    assert a.text + b.text == "4\n\n\n4\n\n\n" == _detok(a.token_ids + b.token_ids)
+    gen.close()
 
 
 def test_retries_a_failing_server_then_succeeds(fake):
