@@ -1,7 +1,9 @@
 """Answer grading: extract the final answer from a solution and compare it with the gold answer.
 
 Extraction (:func:`extract_answer`) is plain text work: the last ``\\boxed{...}`` (nesting
-handled), else the last "The answer is X", else the last ``#### X``, else the last number.
+handled), else the last "The answer is X", else the last ``#### X``, else the last number. An X
+that is a sentence ("that she has 18 eggs") gives its last number, or, holding none, is passed
+over for the next rule.
 Comparison uses math-verify, which parses both sides into SymPy and compares them
 symbolically and numerically (``\\frac{1}{2}`` equals ``0.5``, ``x=5`` equals ``5``, intervals,
 sets, percentages). Gold answers are parsed once each and cached.
@@ -54,6 +56,8 @@ _NUMBER = re.compile(
 _NUMBER_WITH_UNIT = re.compile(
     r"(?P<num>-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*(?P<pct>\\?%)?(?:\s+[A-Za-z][A-Za-z .'/-]*)?")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
+# Words, not an answer: an answer starts with a number, a sign, a bracket, LaTeX or one letter.
+_PROSE = re.compile(r"[A-Za-z]{2,}")
 
 
 def _boxed_content(text: str) -> str | None:
@@ -110,6 +114,22 @@ def _after_last(pattern: re.Pattern[str], text: str) -> str | None:
     return value or None
 
 
+def _sentence_answer(found: str) -> str | None:
+    """The answer in the text after "The answer is" or ``####``: the text itself, tidied, unless
+    it is a sentence; then the sentence's last number, or None if it holds none.
+
+    >>> _sentence_answer("that she has 18 eggs"), _sentence_answer("given above")
+    ('18', None)
+    >>> _sentence_answer("x = 5"), _sentence_answer(r"\\frac{1}{2}")
+    ('x = 5', '\\\\frac{1}{2}')
+    """
+    cleaned = clean_answer(found)
+    if not cleaned or not _PROSE.match(cleaned):
+        return cleaned or None
+    numbers = _NUMBER.findall(cleaned)
+    return clean_answer(numbers[-1]) if numbers else None
+
+
 def clean_answer(answer: str) -> str:
     """Tidy an extracted answer: drop ``$`` signs, ``\\(...\\)`` delimiters, trailing punctuation,
     and the unit words after a plain number (its thousands separators removed).
@@ -139,7 +159,8 @@ def extract_answer(text: str) -> str | None:
     """The final answer a solution gives, as text, or None if it gives none.
 
     Tried in order: the last ``\\boxed{...}``, the last "The answer is X", the last
-    ``#### X``, the last number in the text. The result is tidied by :func:`clean_answer`.
+    ``#### X``, the last number in the text. The result is tidied by :func:`clean_answer`. An X
+    that is a sentence gives its last number; one without a number is passed over.
 
     >>> extract_answer(r"So $x = \\boxed{\\frac{1}{2}}$.")
     '\\\\frac{1}{2}'
@@ -149,14 +170,18 @@ def extract_answer(text: str) -> str | None:
     '1200'
     >>> extract_answer("In total 18 eggs are sold, so she makes 36 dollars")
     '36'
+    >>> extract_answer("The answer is that she has 18 eggs")
+    '18'
     >>> extract_answer("I do not know.") is None
     True
     """
-    for found in (_boxed_content(text), _after_last(_ANSWER_IS, text), _after_last(_HASHES, text)):
-        if found is not None:
-            cleaned = clean_answer(found)
-            if cleaned:
-                return cleaned
+    boxed = _boxed_content(text)
+    if boxed is not None and (cleaned := clean_answer(boxed)):
+        return cleaned
+    for pattern in (_ANSWER_IS, _HASHES):
+        found = _after_last(pattern, text)
+        if found is not None and (answer := _sentence_answer(found)):
+            return answer
     numbers = _NUMBER.findall(text)
     return clean_answer(numbers[-1]) if numbers else None
 

@@ -36,6 +36,11 @@ CASES = [
     ("The answer is 18.00.", "18", True, "18.00", R, None),
     ("The answer is 41.", "42", True, "41", W, "wrong"),
     ("#### 1,450,000", "1450000", True, "1450000", R, None),
+    # "the answer is" followed by a sentence: its number, or else the last number of the text
+    ("The answer is that she has 18 eggs", "18", True, "18", R, None),
+    ("The answer is: she makes 9 * 2 = 18 dollars.", "18", True, "18", R, None),
+    ("She has 16 - 3 - 4 = 9 eggs left. The answer is given above.", "9", True, "9", R, None),
+    ("So she earns 18 dollars.\n#### eighteen", "18", True, "18", R, None),
     # percent: math-verify accepts 50, 50% and 0.5 for a gold of 50%
     ("The answer is 50%.", "50", True, "50%", R, None),
     (r"\boxed{25\%}", r"25\%", True, r"25%", R, None),

@@ -51,6 +51,14 @@ def test_summary_figures():
 def test_empty_run():
     s = summarize([])
     assert s["problems"] == 0 and s["accuracy"] is None and s["draft_acceptance"] is None
+    assert s["accuracy_ci95"] is None  # no interval of nothing, not [0, 0]
+
+
+def test_no_interval_when_nothing_was_graded():
+    t = Trace("1", "q", None, (), StopReason.ERROR, "", seconds=0.0, error="boom")
+    s = summarize([t])
+    assert s["graded"] == 0 and s["accuracy"] is None and s["accuracy_ci95"] is None
+    assert wilson_interval(0, 0) is None
 
 
 def test_wilson_interval_brackets_the_rate():
