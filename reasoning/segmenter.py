@@ -26,7 +26,10 @@ class BlankLineSegmenter:
             alone and is merged with the next one (0 = never merge).
         max_step_tokens: Most tokens one step may take; a longer step is cut and marked
             ``truncated`` in its record.
-        strip_think: Remove a stray ``</think>`` tag from steps.
+        strip_think: Remove ``</think>`` tags from kept steps (off by default). A thinking
+            model's ``</think>`` is text it wrote: stripping it feeds the model a context it
+            never wrote (and its text is re-encoded instead of reusing its ids). Turn it on only
+            for a model that emits stray tags you want out of the answer.
         final_patterns: Regular expressions; a step matching any of them gives the final answer.
 
     >>> seg = BlankLineSegmenter()
@@ -36,14 +39,16 @@ class BlankLineSegmenter:
     ['First.\\n\\n', 'Second.\\n\\n', 'So the answer is \\\\boxed{4}.']
     >>> seg.is_final("So the answer is \\\\boxed{4}.")
     True
-    >>> seg.normalize("Done.</think>\\n\\n")
+    >>> seg.normalize("Done.</think>\\n\\n")  # kept: what the model wrote
+    'Done.</think>\\n\\n'
+    >>> BlankLineSegmenter(strip_think=True).normalize("Done.</think>\\n\\n")
     'Done.\\n\\n'
     """
 
     delimiter: str = "\n\n"
     min_step_chars: int = 0
     max_step_tokens: int = 256
-    strip_think: bool = True
+    strip_think: bool = False
     final_patterns: Sequence[str] = _FINAL_PATTERNS
 
     def __post_init__(self) -> None:

@@ -73,6 +73,13 @@ def test_every_preset_pins_the_knobs_that_change_a_result(recipe):
     assert OmegaConf.select(cfg, "dataset.limit") is not None or recipe not in ("cpu-demo", "smoke")
 
 
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_presets_keep_the_text_the_model_wrote(recipe):
+    # stripping </think> feeds a thinking model a context it never wrote: only when asked
+    cfg = compose_with([f"recipe={recipe}"])
+    assert OmegaConf.select(cfg, "segmenter.strip_think") is False
+
+
 OPTIONS = [(g, o) for g in groups() if g != "recipe" for o in group_options(g)]
 
 

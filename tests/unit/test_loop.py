@@ -157,9 +157,19 @@ def test_short_steps_merge_into_the_next():
     assert merged_req.prefix[-1].text == "Ok.\n\n" and merged_req.prefix[-1].token_ids is not None
 
 
-def test_think_tag_is_stripped_and_token_ids_dropped_for_the_changed_text():
+def test_a_think_tag_the_model_wrote_is_kept_with_its_token_ids_by_default():
     script = "Let me think.</think>\n\nThe answer is \\boxed{4}."
     loop, d, _ = make_loop(AlwaysDraft(), draft=ScriptedGenerator("draft", {"a": script}))
+    a = loop.run(PROBLEMS[:1])[0]
+    assert a.steps[0].text == "Let me think.</think>\n\n" and a.text == script
+    prefix = d.requests[1].prefix[0]
+    assert prefix.text == "Let me think.</think>\n\n" and prefix.token_ids is not None  # what it wrote
+
+
+def test_think_tag_is_stripped_when_asked_and_token_ids_dropped_for_the_changed_text():
+    script = "Let me think.</think>\n\nThe answer is \\boxed{4}."
+    loop, d, _ = make_loop(AlwaysDraft(), draft=ScriptedGenerator("draft", {"a": script}),
+                           seg=BlankLineSegmenter(strip_think=True))
     a = loop.run(PROBLEMS[:1])[0]
     assert a.steps[0].text == "Let me think.\n\n"
     assert d.requests[1].prefix[0].token_ids is None  # re-tokenised from the cleaned text

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from reasoning.segmenter import BlankLineSegmenter
 
 SEG = BlankLineSegmenter()
-texts = st.text(alphabet=st.sampled_from(list("ab 1.\n\\{}</think>")), max_size=80)
+# pieces, not characters: "</think>" whole, so that texts hold the tag often
+texts = st.lists(st.sampled_from(list("ab 1.\n\\{}<>/") + ["</think>", "\n\n"]), max_size=40).map("".join)
 
 
 @given(texts)
@@ -30,9 +31,19 @@ def test_every_step_but_the_last_ends_at_the_delimiter_and_holds_no_other(text):
 
 
 @given(texts)
-def test_normalize_is_idempotent_and_only_drops_think_tags(text):
-    once = SEG.normalize(text)
-    assert SEG.normalize(once) == once
+def test_by_default_normalize_keeps_the_text_the_model_wrote(text):
+    assert SEG.normalize(text) == text
+
+
+def test_by_default_a_real_think_tag_is_kept():
+    assert BlankLineSegmenter().normalize("Done.</think>\n\n") == "Done.</think>\n\n"
+
+
+@given(texts)
+def test_strip_think_is_idempotent_and_only_drops_think_tags(text):
+    seg = BlankLineSegmenter(strip_think=True)
+    once = seg.normalize(text)
+    assert seg.normalize(once) == once
     assert "</think>" not in once
     assert once == text.replace("</think>", "")
 
