@@ -14,71 +14,139 @@ from reasoning.errors import UserError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def group_options(group: str) -> list[str]:
-    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
-    d = CONF_DIR / group
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+def group_options(group: str, search_dirs: Sequence[Path] = ()) -> list[str]:
+    """The option names of a config group (the YAML files in ``conf/<group>/`` and in
+    ``<dir>/<group>/`` of each of ``search_dirs``)."""
+    found = set()
+    for base in (CONF_DIR, *search_dirs):
+        d = Path(base) / group
+        if d.is_dir():
+            found.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(found)
 
 
-def groups() -> list[str]:
-    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+def groups(search_dirs: Sequence[Path] = ()) -> list[str]:
+    found = set()
+    for base in (CONF_DIR, *search_dirs):
+        if Path(base).is_dir():
+            found.update(p.name for p in Path(base).iterdir()
+                         if p.is_dir() and not p.name.startswith(("_", ".")))
+    return sorted(found)
 
 
-def unknown_option_message(group: str, value: str) -> str:
-    opts = group_options(group)
+def unknown_option_message(group: str, value: str, search_dirs: Sequence[Path] = ()) -> str:
+    opts = group_options(group, search_dirs)
     near = difflib.get_close_matches(value, opts, n=1, cutoff=0.5)
     hint = f"; did you mean '{near[0]}'?" if near else ""
     return f"unknown {group} '{value}': choose one of {', '.join(opts)}{hint}"
 
 
-def check_group_overrides(args: Sequence[str]) -> None:
-    """Refuse ``group=option`` overrides naming options that do not exist (before Hydra runs).
+def _parse_overrides(args: Sequence[str]) -> list[Any]:
+    """Hydra's parsed overrides of ``args`` (flags left out).
+
+    Raises:
+        UserError: one that Hydra's override grammar does not read.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for a in args:
+        if a.startswith("-"):
+            continue
+        try:
+            out.append(parser.parse_override(a))
+        except HydraException as e:
+            raise UserError(f"cannot parse the override {a!r}: {one_line(e)}") from None
+    return out
+
+
+def _values(o: Any, options: Sequence[str] | None = None) -> list[Any]:
+    """The values an override sets, one per job of a sweep (a glob is matched against
+    ``options``; an interval sweep, which only an optimising sweeper samples, gives none)."""
+    from hydra.core.override_parser.types import Glob, ValueType
+
+    if not o.is_sweep_override():
+        return [o.value()]
+    if o.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        glob = o.value()
+        return glob.filter(list(options or [])) if isinstance(glob, Glob) else []
+    if o.value_type == ValueType.INTERVAL_SWEEP:
+        return []
+    return list(o.sweep_string_iterator())
+
+
+def check_group_overrides(args: Sequence[str], search_dirs: Sequence[Path] = ()) -> None:
+    """Refuse ``group=option`` overrides naming options that do not exist (before Hydra runs);
+    flags (``-m``, ``--cfg``) in ``args`` are skipped.
 
     Raises:
         UserError: naming the group, the option and the options that exist.
     """
-    known = set(groups())
-    for a in args:
-        if a.startswith("-") or "=" not in a:
+    known = set(groups(search_dirs))
+    for o in _parse_overrides(args):
+        key = o.key_or_group
+        if key not in known or o.is_delete():
             continue
-        key, value = a.split("=", 1)
-        key = key.lstrip("+~").removeprefix("override ").strip().split("@", 1)[0]
-        if key in known:
-            for v in value.split(","):
-                v = v.strip()
-                if v and v != "null" and v not in group_options(key):
-                    raise UserError(unknown_option_message(key, v))
+        values = _values(o, group_options(key, search_dirs))
+        for v in values:
+            for name in v if isinstance(v, list) else [v]:
+                name = str(name).strip() if name is not None else ""
+                if name and name != "null" and name not in group_options(key, search_dirs):
+                    raise UserError(unknown_option_message(key, name, search_dirs))
 
 
-def compose_check(config_name: str, args: Sequence[str]) -> None:
+def _first_value_override(o: Any, options: Sequence[str]) -> str | None:
+    """``o`` as a plain override of its first value (a sweep's first job); None when it has none."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if not o.is_sweep_override():
+        return o.input_line
+    values = _values(o, options)
+    if not values:
+        return None
+    key = o.input_line.split("=", 1)[0]
+    first = str(values[0])
+    try:
+        if not OverridesParser.create().parse_override(f"{key}={first}").is_sweep_override():
+            return f"{key}={first}"
+    except HydraException:
+        pass
+    quoted = first.replace("\\", "\\\\").replace("'", "\\'")
+    return f"{key}='{quoted}'"
+
+
+def compose_check(config_name: str, args: Sequence[str], search_dirs: Sequence[Path] = (),
+                  config_dir: Path | None = None) -> None:
     """Compose the config as Hydra will (without running anything) to report mistakes in one line.
 
-    Sweeps (``-m``, comma lists) are checked with their first value.
+    Sweeps (``-m``, comma lists, ``choice()``, ``range()``, ``glob()``) are checked with their first
+    value; flags in ``args`` are skipped. ``search_dirs`` are added to the config search path
+    (``--config-dir``), ``config_dir`` replaces ``conf/`` (``--config-path``).
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    primary = Path(config_dir) if config_dir is not None else CONF_DIR
+    searchpath = [f"file://{Path(d).resolve()}" for d in search_dirs]
     overrides = []
-    for a in args:
-        if a.startswith("-") or a.startswith("hydra.") or a.startswith("hydra/"):
+    for o in _parse_overrides(args):
+        key = o.key_or_group
+        if key == "hydra.searchpath" and not o.is_sweep_override() and isinstance(o.value(), list):
+            searchpath += [str(x) for x in o.value()]
             continue
-        if "=" in a:
-            k, v = a.split("=", 1)
-            if "," in v and not v.startswith(("[", "{", "'", '"')):
-                v = v.split(",")[0]
-            a = f"{k}={v}"
-        overrides.append(a)
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for o in overrides:
-        try:
-            parser.parse_override(o)
-        except HydraException as e:
-            raise UserError(f"cannot parse the override {o!r}: {one_line(e)}") from None
+        if key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            continue
+        line = _first_value_override(o, group_options(key, search_dirs))
+        if line is not None:
+            overrides.append(line)
+    if searchpath:
+        overrides.append("hydra.searchpath=[" + ",".join(f"'{p}'" for p in searchpath) + "]")
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(primary.resolve()), version_base="1.3"):
             compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         msg = one_line(e)
@@ -190,6 +258,40 @@ def count_done(out: Path) -> int:
         return 0
 
 
+def declared_concurrent_calls(cfg: Any) -> bool | None:
+    """What the ``_target_`` class of a generator config says of ``concurrent_calls`` without
+    building it: its class attribute (a bool), False where neither the class nor its
+    ``__init__`` sets one, None where only an instance knows (a property, or set in ``__init__``).
+
+    >>> declared_concurrent_calls({"_target_": "reasoning.backends.server.ServerGenerator"})
+    True
+    >>> declared_concurrent_calls({"_target_": "reasoning.backends.scripted.ScriptedGenerator"})
+    False
+    >>> declared_concurrent_calls({"_target_": "reasoning.backends.worker.WorkerGenerator"}) is None
+    True
+    """
+    import inspect
+
+    from hydra.utils import get_class
+
+    target = cfg.get("_target_") if hasattr(cfg, "get") else None
+    if not isinstance(target, str):
+        return None
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - not a class (a factory function) or not importable: ask it
+        return None
+    attr = inspect.getattr_static(cls, "concurrent_calls", None)
+    if isinstance(attr, bool):
+        return attr
+    if attr is not None:
+        return None  # a property or a descriptor: decided per instance
+    code = getattr(getattr(cls, "__init__", None), "__code__", None)
+    if code is not None and "concurrent_calls" in code.co_names:
+        return None  # set by its constructor (``self.concurrent_calls = devices is not None``)
+    return False
+
+
 class LazyGenerator:
     """A generator built from its config on first use, so a run that never calls the draft
     (target-only) never loads it."""
@@ -203,6 +305,23 @@ class LazyGenerator:
     @property
     def loaded(self) -> bool:
         return self._gen is not None
+
+    @property
+    def concurrent_calls(self) -> bool:
+        """The built generator's ``concurrent_calls`` (see
+        :func:`reasoning.schedule.takes_concurrent_calls`): whether the async schedule calls it from
+        a thread of its own (a server, a worker on devices of its own) or queues it on the one
+        in-process engine thread. Read without building it where the config's ``_target_`` class
+        declares it (``ServerGenerator.concurrent_calls = True``) or, as the in-process engines,
+        does not set it at all (False); a class that decides per instance from its arguments
+        (``WorkerGenerator``'s ``devices``) is built now to be asked."""
+        from reasoning.schedule import takes_concurrent_calls
+
+        if self._gen is None:
+            declared = declared_concurrent_calls(self._cfg)
+            if declared is not None:
+                return declared
+        return takes_concurrent_calls(self.get())
 
     def get(self) -> Any:
         if self._gen is None:
@@ -243,28 +362,147 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise Terminated()
 
 
-def hydra_main(config_name: str, run: Any, saved: Any, argv: Sequence[str] | None = None) -> None:
+def prog_name(module: str) -> str:
+    """How the user called the program of ``module`` (``recipes.evaluate``): the console script's
+    name (``stepspec-evaluate``) when run as one, else ``python -m recipes.evaluate``."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return called if called.startswith("stepspec-") else f"python -m {module}"
+
+
+def _hydra_args(args: Sequence[str]) -> Any:
+    """``args`` read by Hydra's own parser (:func:`hydra._internal.utils.get_args_parser`), so that
+    exactly the flags Hydra takes (``--cfg job``, ``-c job``, ``--info config``, ``-m``, ...) are
+    flags and only the rest are overrides; the combinations Hydra refuses are refused here.
+
+    Raises:
+        UserError: a flag Hydra does not know, a bad value of one, or flags that do not go together.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> None:
+        if message.startswith("argument --info") and "=" in message:
+            message += " (give --info after the overrides, or name what to show: --info config)"
+        raise UserError(message)
+
+    parser.error = error  # type: ignore[method-assign]  # one line instead of usage + exit
+    # Intermixed: flags between overrides (recipe=smoke -m a=1,2) are read too, where Hydra's own
+    # parse_args stops; hydra_main hands Hydra the flags first (see _hydra_argv).
+    ns = parser.parse_intermixed_args(list(args))
+    if ns.help or ns.shell_completion or ns.experimental_rerun:
+        return ns
+    if ns.resolve and ns.cfg is None:
+        raise UserError("--resolve works only together with --cfg (or --help)")
+    if ns.hydra_help:
+        return ns
+    modes = [f for f, on in (("--run", ns.run), ("--multirun", ns.multirun), ("--cfg", ns.cfg is not None),
+                             ("--info", ns.info is not None)) if on]
+    if len(modes) > 1:
+        raise UserError(f"{' and '.join(modes)} do not go together: give one of --run, --multirun, --cfg "
+                        "and --info")
+    return ns
+
+
+def _config_dirs(ns: Any) -> tuple[Path | None, list[Path]]:
+    """``--config-path`` (the primary config folder, relative to ``recipes/``) and
+    ``--config-dir`` (one more folder on the search path), checked to exist."""
+    primary = extra = None
+    if ns.config_path is not None:
+        if ns.config_path.startswith("pkg://"):
+            raise UserError(f"--config-path {ns.config_path}: give a folder, not a package")
+        primary = Path(__file__).resolve().parent / ns.config_path
+        if not primary.is_dir():
+            raise UserError(f"--config-path {ns.config_path}: no such folder ({primary})")
+    if ns.config_dir is not None:
+        extra = Path(ns.config_dir).expanduser().resolve()
+        if not extra.is_dir():
+            raise UserError(f"--config-dir {ns.config_dir}: no such folder")
+    return primary, [extra] if extra is not None else []
+
+
+def _hydra_argv(ns: Any, overrides: Sequence[str]) -> list[str]:
+    """Hydra's command line for its parsed arguments ``ns``: its flags, then ``overrides``."""
+    from hydra._internal.utils import get_args_parser
+
+    out: list[str] = []
+    for a in get_args_parser()._actions:  # noqa: SLF001 - the flags Hydra's parser has
+        if a.dest in ("overrides", "version") or not a.option_strings:
+            continue
+        v = getattr(ns, a.dest)
+        if v is None or v is False or v == a.default:
+            continue
+        out += [a.option_strings[0]] if v is True else [a.option_strings[0], str(v)]
+    return [*out, *overrides]
+
+
+def _check_sweeps(overrides: Sequence[str], multirun: bool) -> None:
+    """Without ``-m`` a sweep (``a=1,2``) is ambiguous to Hydra: say so in one line."""
+    if multirun:
+        return
+    for o in _parse_overrides(overrides):
+        if o.is_sweep_override():
+            raise UserError(f"{o.input_line!r} is a sweep: add -m (--multirun) to run one job per value, "
+                            f"write {o.key_or_group}=[...] for a list or quote the value for a string")
+
+
+def check_command_line(config_name: str, args: Sequence[str]) -> Any:
+    """Everything :func:`hydra_main` checks before Hydra runs; returns Hydra's parsed arguments.
+
+    Raises:
+        UserError: the first mistake, in one line.
+    """
+    ns = _hydra_args(args)
+    if ns.shell_completion or ns.experimental_rerun:
+        return ns  # their arguments are not overrides of this config
+    primary, extra = _config_dirs(ns)
+    overrides = list(ns.overrides)
+    multirun = ns.multirun or any(a.replace(" ", "") in ("hydra.mode=MULTIRUN", "hydra.mode=multirun")
+                                  for a in overrides)
+    _check_sweeps(overrides, multirun)
+    if primary is None:
+        check_group_overrides(overrides, extra)
+    compose_check(ns.config_name or config_name, overrides, extra, config_dir=primary)
+    return ns
+
+
+def hydra_main(config_name: str, run: Any, saved: Any, argv: Sequence[str] | None = None,
+               module: str | None = None) -> None:
     """The shared entry point of the Hydra recipes.
 
     Checks the command line before Hydra runs (one-line errors, exit 2), then runs
-    ``run(cfg) -> exit code`` under Hydra. Ctrl-C and SIGTERM end it with one line saying what
-    ``saved(cfg)`` reports is kept and how to resume (exit 130 / 143).
+    ``run(cfg) -> exit code`` under Hydra. Every Hydra flag works as in any Hydra app (``--cfg
+    job``, ``--info``, ``-m``, ``--help``, ...). The job is named after the program (``module``,
+    default ``recipes.<config_name>``: ``hydra.job.name=evaluate``, its log ``evaluate.log``) and
+    ``--help`` names the command the user typed. Ctrl-C and SIGTERM end it with one line saying
+    what ``saved(cfg)`` reports is kept and how to resume (exit 130 / 143).
     """
     import logging
 
     import hydra
 
-    args = sys.argv[1:] if argv is None else list(argv)
+    module = module or f"recipes.{config_name}"
+    args = list(sys.argv[1:] if argv is None else argv)
     quiet_third_party_logs()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        check_group_overrides(args)
-        compose_check(config_name, args)
+        ns = check_command_line(config_name, args)
     except UserError as e:
         fail(str(e))
+    shows = ns.help or ns.hydra_help or ns.cfg is not None or ns.info is not None or ns.shell_completion
+    if not shows:  # Hydra's own output (--info) has its handlers; a second one would print it twice
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    prog = prog_name(module)
+    overrides = list(ns.overrides)
+    if ns.help:  # Hydra's help text names ${hydra.help.app_name}: the command typed
+        if not any(a.startswith("hydra.help.app_name=") for a in overrides):
+            overrides.append(f"hydra.help.app_name='{prog}'")
+    elif ns.hydra_help:
+        # Hydra composes its own help without the primary config, so an override of it (recipe=...)
+        # would fail there: it gets Hydra's overrides only (all of them were checked above).
+        overrides = [a for a in overrides if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        print(f"{prog}: Hydra's own flags and config groups ({prog} --help shows the program's)")
 
-    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
-    def _task(cfg) -> None:
+    def task(cfg) -> None:
         import signal
 
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -281,5 +519,8 @@ def hydra_main(config_name: str, run: Any, saved: Any, argv: Sequence[str] | Non
         if code:
             raise SystemExit(code)
 
-    sys.argv = [sys.argv[0], *args]
-    _task()
+    # Hydra names the job after the module of the task function (hydra.job.name, the default
+    # hydra.help.app_name and the log file's name): the program's, not this helper module's.
+    task.__module__ = module
+    sys.argv = [sys.argv[0] if sys.argv else module, *_hydra_argv(ns, overrides)]
+    hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()

@@ -649,12 +649,12 @@ def compare(paths: Sequence[str | Path], out: str | Path, baseline: str | Path |
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        _cli.fail(f"{message} (usage: {_USAGE})")
+        _cli.fail(f"{message} (usage: {_USAGE.replace('python -m recipes.compare', self.prog)})")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``python -m recipes.compare``)."""
-    parser = _Parser(prog="python -m recipes.compare", description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog=_cli.prog_name("recipes.compare"), description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or sweep folders")
     parser.add_argument("--out", required=True, metavar="DIR", help="where to write the plot and report")

@@ -34,11 +34,11 @@ _USAGE = "python -m recipes.train_router DATA... --out DIR [--kind lightweight|s
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
-        _cli.fail(f"{message} (usage: {_USAGE})")
+        _cli.fail(f"{message} (usage: {_USAGE.replace('python -m recipes.train_router', self.prog)})")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m recipes.train_router", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog=_cli.prog_name("recipes.train_router"), description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="collection folders (holding steps.jsonl) or steps.jsonl files")
     p.add_argument("--out", required=True, help="the router folder to write")
     p.add_argument("--kind", default="lightweight", choices=["lightweight", "seq-classification"])
