@@ -102,10 +102,12 @@ class Pipeline:
             total: int | None = None, off_clock: Callable[[], float] | None = None) -> RunResult:
         """Solve ``problems``; with ``out_dir``, append traces as they finish and write the summary.
 
-        Problems already in ``out_dir/traces.jsonl`` are skipped (the run resumes), and the
-        summary is recomputed from every trace in the file. A folder whose saved config differs
-        from ``config`` is refused (:class:`reasoning.errors.RunFolderError`): its traces
-        belong to another experiment.
+        Problems already in ``out_dir/traces.jsonl`` are skipped (the run resumes), but for those
+        whose trace is an error (``stop_reason`` error), which are run again: the new trace is
+        appended and supersedes the old. The summary is recomputed from the file, each problem
+        counted once, by its latest trace. A folder whose saved config differs from ``config``
+        is refused (:class:`reasoning.errors.RunFolderError`): its traces belong to another
+        experiment.
 
         Args:
             problems: The problems to solve.
@@ -127,6 +129,7 @@ class Pipeline:
         problems = list(problems)
         out = Path(out_dir) if out_dir is not None else None
         done: list[Trace] = []
+        written: list[Trace] = []  # every trace line in the file, superseded ones included
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if config is not None:
@@ -134,10 +137,18 @@ class Pipeline:
 
                 check_same_config(out, config)
                 write_config(out, config)
-            done = read_traces(out / TRACES, repair=True)
+            written = read_traces(out / TRACES, repair=True)
+            done = latest_traces(written)
+            # an error trace (a failed engine call, maybe transient) is not done: run it again;
+            # its new trace supersedes the error line, which stays in the file
+            asked = {p.id for p in problems}
+            rerun = {t.problem_id for t in done
+                     if t.stop_reason is StopReason.ERROR and t.problem_id in asked}
+            done = [t for t in done if t.problem_id not in rerun]
             seen = {t.problem_id for t in done}
-            if seen:
-                log.info("resuming in %s: %d problems already done", out, len(seen))
+            if seen or rerun:
+                log.info("resuming in %s: %d problems already done, %d errors run again", out, len(seen),
+                         len(rerun))
             problems = [p for p in problems if p.id not in seen]
         writer = TraceWriter(out / TRACES) if out is not None else None
         bar = None
@@ -182,18 +193,36 @@ class Pipeline:
             calls = read_calls(out / CALLS)
             known = sum(float(c.get("wall_seconds") or 0.0) for c in calls)
             covered = sum(int(c.get("problems") or 0) for c in calls)
+            lines = len(written) + len(new)  # each call records the trace lines it wrote
             summary["calls"] = len(calls)
-            summary["wall_seconds"] = known if covered >= len(traces) else None
-            if covered < len(traces):
+            summary["wall_seconds"] = known if covered >= lines else None
+            if covered < lines:
                 summary["wall_seconds_known"] = known
                 summary["wall_seconds_note"] = (
-                    f"{len(traces) - covered} of {len(traces)} problems came from a call that recorded "
-                    "no wall time (killed); wall seconds unknown")
+                    f"{lines - covered} of {lines} problems (trace lines, reruns of errors included) came "
+                    "from a call that recorded no wall time (killed); wall seconds unknown")
         summary["policy"] = type(self.policy).__name__
         summary["token_budget"] = self.loop.token_budget
         if out is not None:
             write_summary(out, summary)
         return RunResult(traces, summary, out)
+
+
+def latest_traces(traces: Iterable[Trace]) -> list[Trace]:
+    """Each problem's latest trace (a rerun's line supersedes the earlier one), in the order of
+    those latest lines.
+
+    >>> def tr(pid, stop):
+    ...     return Trace(pid, "q", None, (), stop, "")
+    >>> got = latest_traces([tr("a", StopReason.ERROR), tr("b", StopReason.EOS), tr("a", StopReason.EOS)])
+    >>> [(t.problem_id, t.stop_reason.value) for t in got]
+    [('b', 'eos'), ('a', 'eos')]
+    """
+    latest: dict[str, Trace] = {}
+    for t in traces:
+        latest.pop(t.problem_id, None)
+        latest[t.problem_id] = t
+    return list(latest.values())
 
 
 def write_summary(out_dir: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
