@@ -2,8 +2,10 @@
 # Start and stop model servers for stepspec, in the background, by process id.
 #
 #   scripts/serve.sh start NAME llamacpp PRESET [key=value ...] [-- SERVER FLAGS]
-#       stepspec's server (python -m reasoning.serve) over a generator config, e.g.
+#       stepspec's OpenAI-compatible server (python -m reasoning.serve: FastAPI + uvicorn;
+#       /v1/completions, /v1/chat/completions, streaming, n) over a generator config, e.g.
 #       scripts/serve.sh start target llamacpp target/qwen2.5-coder-1.5b-llamacpp
+#       (SERVER FLAGS: --served-model-name NAME, --batch-wait-ms MS)
 #   scripts/serve.sh start NAME vllm MODEL [-- VLLM SERVE FLAGS]
 #       vLLM's OpenAI-compatible server, e.g. on GPU 1 with 40% of its memory:
 #       GPUS=1 scripts/serve.sh start draft vllm Qwen/Qwen2.5-0.5B-Instruct -- --gpu-memory-utilization 0.4
