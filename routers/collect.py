@@ -4,8 +4,10 @@ At every step of a problem, the draft and the target each write the next step fr
 prefix, a reward judge scores both, and the answer goes on with the **target's** step. The
 rounds are the step loop's (:class:`reasoning.loop.StepLoop` under :class:`ShadowPolicy`), so
 the steps are cut exactly as at evaluation time and batched across problems: per round one
-draft call, one reward call on the drafts, one target call. The target's steps of a problem
-are scored in one more reward call when the problem finishes.
+draft call and one target call. When a problem finishes, one reward call scores all its steps,
+each step's draft and target side by side, so the two steps of a row are scored under the
+same batch and cache conditions (an engine's numbers depend on batch shapes: scored in two
+calls, the label would mix that noise into the difference of the steps).
 
 Why continue with the target's step: the answer then does not depend on the draft or on the
 reward (it is the target-only answer, step for step), so every row's prefix is one a good
@@ -31,7 +33,10 @@ One JSONL row per step, all rows of a problem written (flushed, fsynced) when it
 - ``top_logprobs``: ``k``, the top logprobs per draft token the features were read from;
 - ``problem_steps``: rows of the problem (a problem with fewer rows in a file is incomplete);
 - ``stop_reason`` and ``solved``: how the problem's (target-only) answer ended and whether it
-  was right.
+  was right;
+- ``split``: the data set split the problem comes from (the collector's ``split``, else the
+  run config's ``dataset.split``; None when neither says). Training refuses rows of a split
+  other than train by this field, not by the problem id (MATH-500 ids name no split).
 
 Problems that fail (a model or the reward raises) write no rows; a rerun into the same folder
 skips the problems that have rows and tries the others again.
@@ -96,24 +101,22 @@ class ShadowPolicy:
 
 
 class _RecordingJudge:
-    """The reward, keeping each drafted step's request (with its logprobs) and score."""
+    """Keeps each drafted step's request (with its logprobs) and scores nothing: the shadow
+    policy rejects every draft whatever its score, and the reward scores a problem's drafts
+    together with the target's steps when the problem finishes (:meth:`ShadowCollector._rows`)."""
 
-    def __init__(self, reward: Judge, top_logprobs: int) -> None:
-        self.reward = reward
+    def __init__(self, top_logprobs: int) -> None:
         self.top_logprobs = top_logprobs
-        self.drafts: dict[str, dict[int, tuple[JudgeRequest, float]]] = {}
+        self.drafts: dict[str, dict[int, JudgeRequest]] = {}
 
     @property
     def needs_logprobs(self) -> int:
         return self.top_logprobs
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[float]:
-        scores = [float(s) for s in self.reward.score(requests)]
-        if len(scores) != len(requests):
-            raise RuntimeError(f"reward returned {len(scores)} scores for {len(requests)} steps")
-        for r, s in zip(requests, scores):
-            self.drafts.setdefault(r.problem.id, {})[r.step_index] = (r, s)
-        return scores
+        for r in requests:
+            self.drafts.setdefault(r.problem.id, {})[r.step_index] = r
+        return [0.0] * len(requests)  # unused: ShadowPolicy rejects every draft
 
 
 @dataclass(slots=True)
@@ -156,6 +159,9 @@ class ShadowCollector:
             engine calls (a too-short sample is not extended as the loop extends steps).
         sample_temperature: Temperature of the extra target samples.
         grader: ``Trace -> Trace`` filling ``correct`` (None: rows say ``solved: null``).
+        split: The data set split the problems come from, written into each row (None: the
+            ``dataset.split`` of the config given to :meth:`run`, if any). Routers train on
+            train splits only: any other split is refused.
 
     >>> from reasoning import BlankLineSegmenter, CallableJudge, ScriptedGenerator
     >>> draft = ScriptedGenerator("draft", {"p": "1 + 1 = 3.\\n\\nThe answer is 3."})
@@ -172,7 +178,7 @@ class ShadowCollector:
     def __init__(self, draft: Generator, target: Generator, reward: Judge, segmenter: Segmenter,
                  prompt: ChatPrompt | None = None, loop: LoopConfig | None = None, top_logprobs: int = 5,
                  target_samples: int = 1, sample_temperature: float = 0.7,
-                 grader: Callable[[Trace], Trace] | None = None) -> None:
+                 grader: Callable[[Trace], Trace] | None = None, split: str | None = None) -> None:
         if top_logprobs < 0:
             raise ValueError(f"top_logprobs must be >= 0 (0: no entropy feature), got {top_logprobs}")
         if target_samples < 1:
@@ -193,11 +199,14 @@ class ShadowCollector:
         self.target_samples = target_samples
         self.sample_temperature = sample_temperature
         self.grader = grader
+        self.split = None if split is None else _check_train_split(split)
 
     # -- collecting ----------------------------------------------------------------------------
-    def iter_problems(self, problems: Iterable[Problem]) -> Iterator[ProblemRows]:
-        """Yield each problem's rows as soon as the problem finishes."""
-        recorder = _RecordingJudge(self.reward, self.top_logprobs)
+    def iter_problems(self, problems: Iterable[Problem], split: str | None = None) -> Iterator[ProblemRows]:
+        """Yield each problem's rows as soon as the problem finishes (``split``: the rows' split,
+        None: the collector's)."""
+        split = self.split if split is None else _check_train_split(split)
+        recorder = _RecordingJudge(self.top_logprobs)
         loop = StepLoop(self.draft, self.target, recorder, ShadowPolicy(), self.segmenter, self.prompt,
                         replace(self.loop, draft_logprobs=None))
         for trace in loop.iter_traces(problems):
@@ -209,7 +218,7 @@ class ShadowCollector:
                 yield ProblemRows(trace.problem_id, [], trace, trace.error or "error")
                 continue
             try:
-                rows = self._rows(trace, drafts)
+                rows = self._rows(trace, drafts, split)
             except Exception as e:  # noqa: BLE001 - one failing problem must not end the run
                 msg = f"{type(e).__name__}: {e}"
                 log.warning("problem %s: scoring the target's steps failed: %s; no rows",
@@ -218,31 +227,36 @@ class ShadowCollector:
                 continue
             yield ProblemRows(trace.problem_id, rows, trace)
 
-    def _rows(self, trace: Trace, drafts: Mapping[int, tuple[JudgeRequest, float]]) -> list[dict[str, Any]]:
+    def _rows(self, trace: Trace, drafts: Mapping[int, JudgeRequest], split: str | None = None
+              ) -> list[dict[str, Any]]:
         steps = [s for s in trace.steps if s.index in drafts and s.target_text is not None]
         if not steps:
             return []
-        # The target's steps (and extra samples) as judge requests from the same prefixes.
+        # One reward call for the whole problem: per step its draft, then the target's step and
+        # its samples as judge requests from the same prefix, side by side in the same batch.
         reqs: list[JudgeRequest] = []
         samples: dict[int, list[str]] = {}
         extra = self._samples(trace, steps, drafts)
-        # Per step: the target's step, then its samples. One whose text is the draft's step
-        # takes the draft's score unscored: same text, same reward (scored again, the engine's
-        # batch shapes would add noise of their own to the label, not a difference of steps).
-        slots: dict[int, list[int | None]] = {}
+        # A target step or sample whose text is the draft's step takes the draft's score
+        # unscored: same text, same reward (scored twice, the engine's batch shapes would add
+        # noise of their own to the label, not a difference of steps).
+        draft_slot: dict[int, int] = {}
+        slots: dict[int, list[int]] = {}
         for s in steps:
-            jr, _ = drafts[s.index]
+            jr = drafts[s.index]
+            draft_slot[s.index] = len(reqs)
+            reqs.append(jr)
             comps = [Completion(s.target_text, (), s.finish_reason, s.target_prompt_tokens),
                      *extra.get(s.index, [])]
             samples[s.index] = [c.text for c in comps[1:]]
             slots[s.index] = []
             for c in comps:
                 if same_step(c.text, jr.step.text):
-                    slots[s.index].append(None)
+                    slots[s.index].append(draft_slot[s.index])
                 else:
                     slots[s.index].append(len(reqs))
                     reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix, c, s.index))
-        scores = [float(x) for x in self.reward.score(reqs)] if reqs else []
+        scores = [float(x) for x in self.reward.score(reqs)]
         if len(scores) != len(reqs):
             raise RuntimeError(f"reward returned {len(scores)} scores for {len(reqs)} steps")
         for x in scores:
@@ -250,8 +264,9 @@ class ShadowCollector:
                 raise ValueError(f"reward returned score {x} outside [0, 1]")
         rows = []
         for s in steps:
-            jr, dscore = drafts[s.index]
-            tscores = [dscore if k is None else scores[k] for k in slots[s.index]]
+            jr = drafts[s.index]
+            dscore = scores[draft_slot[s.index]]
+            tscores = [scores[k] for k in slots[s.index]]
             rows.append({
                 "version": ROW_VERSION,
                 "problem_id": trace.problem_id,
@@ -277,6 +292,7 @@ class ShadowCollector:
                 "problem_steps": len(steps),
                 "stop_reason": trace.stop_reason.value,
                 "solved": trace.correct,
+                "split": split,
             })
         return rows
 
@@ -289,7 +305,7 @@ class ShadowCollector:
         used = 0
         seed = self.loop.seed
         for s in steps:
-            jr, _ = drafts[s.index]
+            jr = drafts[s.index]
             left = min(self.segmenter.max_step_tokens, self.loop.token_budget - used)
             used += s.target_tokens
             if left < 1:
@@ -320,9 +336,16 @@ class ShadowCollector:
             problems: The problems (from a *train* split: routers are trained on train problems).
             out_dir: The collection folder.
             config: The resolved config (YAML) to keep beside the rows; a folder holding rows
-                made with another config is refused.
+                made with another config is refused. Its ``dataset.split`` is the rows' split
+                unless the collector was given one; a split other than train is refused.
             progress: Show a progress bar on stderr.
+
+        Raises:
+            UserError: the problems' split is not train, or the folder holds another config's rows.
         """
+        split = self.split if self.split is not None else _config_split(config)
+        if split is not None:
+            split = _check_train_split(split)
         problems = list(problems)
         out = Path(out_dir) if out_dir is not None else None
         old: list[dict[str, Any]] = []
@@ -348,7 +371,7 @@ class ShadowCollector:
         t0 = time.perf_counter()
         f = open(out / STEPS, "a", encoding="utf-8") if out is not None else None
         try:
-            for pr in self.iter_problems(problems):
+            for pr in self.iter_problems(problems, split):
                 if pr.error is not None:
                     errors.append(pr.problem_id)
                 if f is not None and pr.rows:
@@ -373,6 +396,37 @@ class ShadowCollector:
             tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, out / SUMMARY)
         return CollectResult(rows, summary, out)
+
+
+def _check_train_split(split: str) -> str:
+    """``split`` tidied, if it is a train split; else a UserError.
+
+    >>> _check_train_split(" Train ")
+    'train'
+    """
+    tidy = str(split).strip().lower()
+    if tidy != "train":
+        raise UserError(f"routers train on train splits only: the problems' split is {split!r}; "
+                        "collect from a train split (dataset.split=train)")
+    return tidy
+
+
+def _config_split(config: str | None) -> str | None:
+    """The ``dataset.split`` of a resolved config in YAML (None when it has none).
+
+    >>> _config_split("dataset:\\n  name: math500\\n  split: test\\n"), _config_split("a: 1\\n")
+    ('test', None)
+    """
+    if not config:
+        return None
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        cfg = OmegaConf.create(config)
+    except Exception:  # noqa: BLE001 - not a mapping of YAML: no split to read
+        return None
+    value = OmegaConf.select(cfg, "dataset.split", default=None) if isinstance(cfg, DictConfig) else None
+    return None if value is None else str(value)
 
 
 def check_same_config(out: str | os.PathLike, config: str, has_rows: bool | None = None) -> None:

@@ -88,9 +88,15 @@ def load_rows(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[di
 
 
 def check_train_rows(rows: Sequence[Mapping[str, Any]]) -> None:
-    """Refuse rows of test problems (their ids name a test split, e.g. ``gsm8k-test-3``).
+    """Refuse rows of problems not from a train split: by the ``split`` a row carries (its
+    collection config's ``dataset.split``); a row collected before rows carried it, by its id
+    naming a test split (``gsm8k-test-3``).
 
-    >>> check_train_rows([{"problem_id": "gsm8k-train-3"}])
+    >>> check_train_rows([{"problem_id": "math500-3", "split": "train"}, {"problem_id": "gsm8k-train-3"}])
+    >>> check_train_rows([{"problem_id": "math500-3", "split": "test"}])
+    Traceback (most recent call last):
+    ...
+    reasoning.errors.UserError: row of problem 'math500-3' comes from split 'test'; ...
     >>> check_train_rows([{"problem_id": "gsm8k-test-3"}])
     Traceback (most recent call last):
     ...
@@ -98,7 +104,11 @@ def check_train_rows(rows: Sequence[Mapping[str, Any]]) -> None:
     """
     for r in rows:
         pid = str(r.get("problem_id"))
-        if _TEST_ID.search(pid):
+        split = r.get("split")
+        if split is not None and str(split).strip().lower() != "train":
+            raise UserError(f"row of problem {pid!r} comes from split {split!r}; routers train on train "
+                            "splits only (collect with dataset.split=train)")
+        if split is None and _TEST_ID.search(pid):
             raise UserError(f"row of problem {pid!r} comes from a test split; routers train on train splits "
                             "only (collect with dataset.split=train)")
 

@@ -94,7 +94,7 @@ def test_rows_are_exact_with_a_scripted_judge_reward():
         "draft_tokens": 3, "target_tokens": 7, "draft_finish": "eos",
         "features": {"mean_logprob": LOG(0.5), "min_logprob": LOG(0.5), "first_token_entropy": LOG(2),
                      "step_tokens": 3.0, "step_index": 1.0, "problem_chars": 11.0},
-        "top_logprobs": 5, "problem_steps": 2, "stop_reason": "answer", "solved": True,
+        "top_logprobs": 5, "problem_steps": 2, "stop_reason": "answer", "solved": True, "split": None,
     }
     assert [got[("a", i)]["draft_score"] for i in range(3)] == [0.75, 0.25, 0.5]
     assert got[("a", 0)]["history"] == [] and got[("a", 0)]["draft_finish"] == "stop"
@@ -128,6 +128,35 @@ def test_both_steps_are_scored_and_the_answer_goes_on_with_the_targets_step():
     assert prefixes["a/2/d0"] == "Add 2 and 2.\n\nThat is 4.\n\n"
 
 
+def test_the_draft_and_the_target_step_of_a_row_are_scored_in_one_reward_call():
+    # same batch, same cache state: a reward whose numbers depend on its batch (llama.cpp's do)
+    # must not label the difference of two calls as a difference of steps
+    draft, target = models()
+    reward = ByText({})
+    rows = ShadowCollector(draft, target, reward, BlankLineSegmenter()).run(PROBLEMS).rows
+    differing = [r for r in rows if r["draft_step"] != r["target_step"]]
+    assert len(differing) == 4  # a: steps 1 and 2, b: steps 0 and 1 (hand-read from the scripts)
+    for r in differing:
+        calls = [call for call in reward.calls
+                 if (r["problem_id"], r["step_index"], r["draft_step"]) in call]
+        assert len(calls) == 1, r  # the draft's step scored once
+        assert (r["problem_id"], r["step_index"], r["target_step"]) in calls[0], r
+
+
+def test_the_collector_refuses_a_test_split_from_its_config_and_rows_carry_their_split(tmp_path):
+    draft, target = models()
+    collector = ShadowCollector(draft, target, ScriptedJudge({}), BlankLineSegmenter())
+    math = "dataset:\n  name: math500\n  split: test\n"  # MATH-500 ids (math500-3) hold no 'test'
+    with pytest.raises(UserError, match="train splits only.*'test'"):
+        collector.run(PROBLEMS, out_dir=tmp_path / "m", config=math)
+    assert draft.calls == 0
+    rows = collector.run(PROBLEMS[:1], out_dir=tmp_path / "g",
+                         config="dataset:\n  name: gsm8k\n  split: train\n").rows
+    assert {r["split"] for r in rows} == {"train"}
+    with pytest.raises(UserError, match="train splits only"):
+        ShadowCollector(draft, target, ScriptedJudge({}), BlankLineSegmenter(), split="test")
+
+
 def test_the_answer_is_the_target_only_answer_and_rounds_are_batched():
     draft, target = models()
     reward = Counting(ScriptedJudge({}, default=0.5))
@@ -138,8 +167,8 @@ def test_the_answer_is_the_target_only_answer_and_rounds_are_batched():
     assert {p.problem_id: p.trace.text for p in problems} == {t.problem_id: t.text for t in ref}
     # One draft call and one target call per round (a: 3 steps, b: 2), batched across problems.
     assert draft.batch_sizes == [2, 2, 1] and target.batch_sizes == [2, 2, 1]
-    # The reward: one call per round on the drafts, one per finished problem on the target's steps.
-    assert reward.calls == 3 + 2
+    # The reward: one call per finished problem, on its drafts and the target's steps together.
+    assert reward.calls == 2
     # The draft was asked for k = 5 top logprobs, the target for none.
     assert {r.params.logprobs for r in draft.requests} == {5}
     assert {r.params.logprobs for r in target.requests} == {None}

@@ -222,6 +222,11 @@ def test_training_refuses_test_rows_and_a_single_class():
     rows[0] = dict(rows[0], problem_id="gsm8k-test-0")
     with pytest.raises(UserError, match="train splits only"):
         train_lightweight(rows)
+    # MATH-500 ids name no split: the split the rows carry (from the collection config) decides
+    rows = [dict(r, split="train") for r in synthetic_rows(problems=4)]
+    rows[0] = dict(rows[0], problem_id="math500-3", split="test")
+    with pytest.raises(UserError, match="train splits only"):
+        train_lightweight(rows)
     same = [dict(r, draft_score=0.5, target_score=0.5) for r in synthetic_rows(problems=4)]
     with pytest.raises(UserError, match="one class only"):
         train_lightweight(same)
