@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reasoning.prompts import ChatPrompt
-from reasoning.protocols import Generator, Judge, JudgeRequest, Segmenter, StepContext, StepPolicy
+from reasoning.protocols import (
+    Generator,
+    Judge,
+    JudgeRequest,
+    Segmenter,
+    StepContext,
+    StepPolicy,
+    policy_option,
+)
 from reasoning.schedule import SCHEDULES
 from reasoning.stops import default_stop_rules
 from reasoning.types import (
@@ -110,6 +118,7 @@ class _State:
     steps: list[StepRecord] = field(default_factory=list)
     tokens_used: int = 0
     target_steps: int = 0
+    target_run: int = 0  # latest steps in a row kept from the target
     stop: StopReason | None = None
     error: str | None = None
     last_ctx: StepContext | None = None
@@ -120,7 +129,8 @@ class _State:
         c = self.last_ctx
         if (c is None or c.step_index != len(self.steps) or c.tokens_used != self.tokens_used
                 or c.target_steps != self.target_steps or c.token_budget != budget):
-            c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps)
+            c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps,
+                                            self.target_run)
         return c
 
 
@@ -139,6 +149,8 @@ class _Step:
     finish: FinishReason = FinishReason.STOP
     truncated: bool = False
     calls: int = 0
+    capped: bool = False  # the last call stopped at the piece size asked for, not at the step's end
+    stopped_at: int | None = None  # tokens written when the policy stopped the draft
 
     def completion(self) -> Completion:
         return Completion(self.text, tuple(self.token_ids), self.finish, self.prompt_tokens,
@@ -174,7 +186,20 @@ class StepLoop:
         self.stop_rules = tuple(stop_rules) if stop_rules is not None else default_stop_rules(
             segmenter, self.config.max_steps, self.config.max_repeats, self.config.stop_at_answer)
         lp, need = self.config.draft_logprobs, judge_logprobs(judge)
+        pneed = judge_logprobs(_PolicyNeeds(policy))
+        need = pneed if need is None else need if pneed is None else max(need, pneed)
         self._draft_logprobs = need if lp is None else lp if need is None else max(lp, need)
+        self._glimpse = int(policy_option(policy, "glimpse_tokens") or 0)
+        self._chunk = int(policy_option(policy, "chunk_tokens") or 0)
+        self._keep_aborted = policy_option(policy, "keep_aborted")
+        if self._glimpse and self._chunk:
+            raise ValueError(f"{type(policy).__name__}: glimpse_tokens and chunk_tokens cannot both be set")
+        if self._chunk and not callable(getattr(policy, "keep_drafting", None)):
+            raise ValueError(f"{type(policy).__name__} sets chunk_tokens but has no "
+                             "keep_drafting(logprobs, ctx)")
+        if self._keep_aborted not in ("discard", "prefix"):
+            raise ValueError(f"{type(policy).__name__}.keep_aborted must be 'discard' or 'prefix', "
+                             f"got {self._keep_aborted!r}")
         self._params_cache: dict[tuple[int, int | None], GenerationParams] = {}
         """The (frozen) sampling parameters of each (token limit, logprobs): a request's
         parameters differ only in these (and the segmenter's stop strings, checked), and building
@@ -235,27 +260,30 @@ class StepLoop:
         for s in active:  # one pass: a membership test per state made this quadratic in the batch
             (to_draft if self.policy.route(ctxs[id(s)]) is Route.DRAFT else direct).append(s)
 
-        drafts = self._generate_steps(self.draft, to_draft, self._draft_logprobs, "d")
-        scored: dict[int, float | None] = {}
-        judge_s: dict[int, float] = {}
-        drafted = [s for s in to_draft if s.error is None]
-        if drafted and self.policy.needs_judge:
-            scores, seconds = self._judge(drafted, drafts)
-            for s in drafted:
+        drafts, decisions, scored, judge_s = self._draft_phase(to_draft, ctxs)
+        drafted = [s for s in to_draft if s.error is None and id(s) in drafts]
+        judged = [s for s in drafted if id(s) not in decisions]
+        if judged and self.policy.needs_judge:
+            scores, seconds = self._judge(judged, drafts)
+            for s in judged:
                 if s.error is None:
                     scored[id(s)] = scores[id(s)]
                     judge_s[id(s)] = seconds
-        decisions: dict[int, Decision] = {}
         rejected = []
         for s in drafted:
             if s.error is not None:
                 continue
-            d = self.policy.decide(scored.get(id(s)), ctxs[id(s)])
-            decisions[id(s)] = d
+            d = decisions.get(id(s))
+            if d is None:
+                d = decisions[id(s)] = self.policy.decide(scored.get(id(s)), ctxs[id(s)])
             if d is Decision.REJECT:
                 rejected.append(s)
         to_target = [s for s in rejected + direct if s.error is None]
-        targets = self._generate_steps(self.target, to_target, None, "t")
+        lead: dict[int, _Step] = {}  # stopped drafts the target continues (keep_aborted=prefix)
+        if self._keep_aborted == "prefix":
+            lead = {id(s): drafts[id(s)] for s in rejected
+                    if drafts[id(s)].stopped_at is not None and drafts[id(s)].token_ids}
+        targets = self._generate_steps(self.target, to_target, None, "t", lead=lead)
 
         for s in active:
             if s.error is not None:
@@ -267,9 +295,14 @@ class StepLoop:
             decision = decisions.get(key, Decision.SKIP)
             kept_step, kept_gen, kept = ((dstep, self.draft, Route.DRAFT) if decision is Decision.ACCEPT
                                          else (tstep, self.target, Route.TARGET))
+            led = key in lead
+            if led:  # the stopped draft's tokens start the step, the target's continue it
+                s.segments.append(Segment(dstep.text, self.draft.name, tuple(dstep.token_ids)))
             text = self.segmenter.normalize(kept_step.text)
             ids = tuple(kept_step.token_ids) if text == kept_step.text else None
             s.segments.append(Segment(text, kept_gen.name, ids))
+            if led:
+                text = dstep.text + text
             rec = StepRecord(
                 index=len(s.steps), route=route, decision=decision, kept=kept, text=text,
                 score=scored.get(key),
@@ -288,10 +321,13 @@ class StepLoop:
                 target_prefill_tokens=tstep.prefill_tokens if tstep else 0,
                 draft_prefill_seconds=dstep.prefill_seconds if dstep else None,
                 target_prefill_seconds=tstep.prefill_seconds if tstep else None,
+                draft_stopped_at=dstep.stopped_at if dstep else None,
+                draft_prefix_kept=led,
             )
             s.steps.append(rec)
-            s.tokens_used += len(kept_step.token_ids)
+            s.tokens_used += len(kept_step.token_ids) + (len(dstep.token_ids) if led else 0)
             s.target_steps += kept is Route.TARGET
+            s.target_run = s.target_run + 1 if kept is Route.TARGET else 0
             ctx = s.ctx(budget)
             for rule in self.stop_rules:
                 reason = rule.check(s.steps, ctx)
@@ -299,11 +335,16 @@ class StepLoop:
                     s.stop = reason
                     break
 
-    def _params(self, s: _State, used: int, logprobs: int | None) -> GenerationParams | None:
+    def _params(self, s: _State, used: int, logprobs: int | None,
+                cap: int | None = None) -> tuple[GenerationParams | None, bool]:
+        """The request's parameters (None: no room left) and whether ``cap`` set its token limit."""
         c = self.config
         left = min(self.segmenter.max_step_tokens - used, c.token_budget - s.tokens_used - used)
         if left < 1:
-            return None
+            return None, False
+        capped = cap is not None and cap < left
+        if capped:
+            left = cap
         stop = self.segmenter.stop
         key = (left, logprobs)
         params = self._params_cache.get(key)
@@ -311,36 +352,96 @@ class StepLoop:
             params = self._params_cache[key] = GenerationParams(
                 max_tokens=left, temperature=c.temperature, top_p=c.top_p, seed=c.seed, stop=stop,
                 logprobs=logprobs)
-        return params
+        return params, capped
+
+    def _draft_phase(self, states: list[_State], ctxs: dict[int, StepContext]):
+        """The drafts of ``states``, as the policy has them written: whole, a glimpse that the
+        judge rules on before the rest is written, or piece by piece until the policy stops it.
+
+        Returns ``(drafts, decisions already taken, scores, judge seconds)``, by ``id(state)``.
+        """
+        lp = self._draft_logprobs
+        decided: dict[int, Decision] = {}
+        scored: dict[int, float | None] = {}
+        judge_s: dict[int, float] = {}
+        if self._glimpse:
+            drafts = self._generate_steps(self.draft, states, lp, "d", cap=self._glimpse)
+            seen = [s for s in states if s.error is None and id(s) in drafts]
+            scores, seconds = self._judge(seen, drafts) if seen else ({}, 0.0)
+            more = []
+            for s in seen:
+                if s.error is not None:
+                    continue
+                scored[id(s)], judge_s[id(s)] = scores[id(s)], seconds
+                st = drafts[id(s)]
+                d = decided[id(s)] = self.policy.decide(scores[id(s)], ctxs[id(s)])
+                if d is Decision.REJECT:
+                    st.stopped_at = len(st.token_ids) if st.capped else None
+                elif st.capped:
+                    more.append(s)
+            drafts.update(self._generate_steps(self.draft, more, lp, "d", start=drafts))
+            return drafts, decided, scored, judge_s
+        if not self._chunk:
+            return self._generate_steps(self.draft, states, lp, "d"), decided, scored, judge_s
+        drafts: dict[int, _Step] = {}
+        todo = states
+        while todo:
+            drafts.update(self._generate_steps(self.draft, todo, lp, "d", cap=self._chunk, start=drafts))
+            nxt = []
+            for s in todo:
+                st = drafts.get(id(s))
+                if st is None or s.error is not None or not st.capped:
+                    continue
+                if self.policy.keep_drafting(tuple(st.logprobs or ()), ctxs[id(s)]):
+                    nxt.append(s)
+                else:
+                    st.stopped_at = len(st.token_ids)
+                    decided[id(s)] = Decision.REJECT
+            todo = nxt
+        return drafts, decided, scored, judge_s
 
     def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
-                        tag: str) -> dict[int, _Step]:
-        """One step for each state from ``gen``, merging too-short pieces; batched."""
-        steps = {id(s): _Step(logprobs=[] if logprobs is not None else None,
-                              top_logprobs=[] if logprobs else None) for s in states}
+                        tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
+                        lead: dict[int, _Step] | None = None) -> dict[int, _Step]:
+        """One step for each state from ``gen``, merging too-short pieces; batched.
+
+        ``cap``: at most this many tokens for this call (a glimpse, a piece of a draft; no
+        merging then: the caller goes on). ``start``: steps already begun, continued. ``lead``:
+        the first part of the step another model wrote, prefixed to the requests and counted in
+        the step's token limit.
+        """
+        start = start or {}
+        lead = lead or {}
+        steps = {id(s): start.get(id(s)) or _Step(logprobs=[] if logprobs is not None else None,
+                                                  top_logprobs=[] if logprobs else None) for s in states}
         todo = list(states)
-        for _attempt in range(self.config.max_merges + 1):
+        for _attempt in range(1 if cap is not None else self.config.max_merges + 1):
             reqs, owners = [], []
             for s in todo:
                 st = steps[id(s)]
-                params = self._params(s, len(st.token_ids), logprobs)
+                led = lead.get(id(s))
+                used = len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
+                params, capped = self._params(s, used, logprobs, cap)
+                st.capped = False
                 if params is None:
                     st.finish = FinishReason.LENGTH
-                    st.truncated = len(st.token_ids) >= self.segmenter.max_step_tokens
+                    st.truncated = used >= self.segmenter.max_step_tokens
                     continue
                 prefix = tuple(s.segments)
+                if led is not None:
+                    prefix += (Segment(led.text, self.draft.name, tuple(led.token_ids)),)
                 if st.calls:
                     prefix += (Segment(st.text, gen.name, tuple(st.token_ids)),)
                 rid = f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}"
                 if params.seed is not None and params.temperature > 0:
                     params = replace(params, seed=request_seed(params.seed, rid))
                 reqs.append(GenerationRequest(rid, s.problem.id, s.messages, prefix, params))
-                owners.append(s)
+                owners.append((s, capped))
             if not reqs:
                 break
-            results = self._call(gen, reqs, owners)
+            results = self._call(gen, reqs, [o for o, _ in owners])
             todo = []
-            for s, c in zip(owners, results):
+            for (s, capped), c in zip(owners, results):
                 if c is None:
                     continue
                 st = steps[id(s)]
@@ -362,10 +463,16 @@ class StepLoop:
                 st.calls += 1
                 st.finish = c.finish_reason
                 if c.finish_reason is FinishReason.LENGTH:
-                    st.truncated = len(st.token_ids) >= self.segmenter.max_step_tokens
+                    st.capped = capped
+                    led = lead.get(id(s))
+                    st.truncated = (len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
+                                    >= self.segmenter.max_step_tokens)
                 if (c.finish_reason is FinishReason.STOP and self.segmenter.too_short(st.text)
                         and not self.segmenter.is_final(st.text)):
-                    todo.append(s)
+                    if cap is not None:
+                        st.capped = True  # too short to stand: the caller's next piece extends it
+                    else:
+                        todo.append(s)
             if not todo:
                 break
         return {k: v for k, v in steps.items() if v.calls}
@@ -462,6 +569,13 @@ def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[f
     if len(scores) != len(requests):
         raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
     return scores, float(seconds)
+
+
+class _PolicyNeeds:
+    """A policy's ``needs_logprobs`` read as a judge's (see :func:`judge_logprobs`)."""
+
+    def __init__(self, policy: object) -> None:
+        self.needs_logprobs = policy_option(policy, "needs_logprobs")
 
 
 def judge_logprobs(judge: object) -> int | None:

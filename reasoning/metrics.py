@@ -160,13 +160,15 @@ def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
     >>> c["target"]["unsplit_seconds"], c["engine_seconds"]
     (3.0, 6.25)
     """
-    wasted = sum(s.draft_seconds for s in steps if s.decision is Decision.REJECT)
+    thrown = [s for s in steps if s.decision is Decision.REJECT and not s.draft_prefix_kept]
+    wasted = sum(s.draft_seconds for s in thrown)
     draft = _model_cost(steps, "draft")
     target = _model_cost(steps, "target")
     judge = sum(s.judge_seconds for s in steps)
     return {"draft": draft, "target": target, "judge_seconds": judge,
             "wasted_draft_seconds": wasted, "kept_draft_seconds": draft["seconds"] - wasted,
-            "wasted_draft_tokens": sum(s.draft_tokens for s in steps if s.decision is Decision.REJECT),
+            "wasted_draft_tokens": sum(s.draft_tokens for s in thrown),
+            "stopped_drafts": sum(1 for s in steps if s.draft_stopped_at is not None),
             "engine_seconds": draft["seconds"] + target["seconds"] + judge}
 
 

@@ -126,17 +126,37 @@ class StepContext:
         tokens_used: Tokens in the answer so far (as counted by the models that wrote them).
         token_budget: The problem's total token budget.
         target_steps: Steps of the answer written by the target so far.
+        target_run: How many of the latest steps in a row the target wrote (0: the last step
+            was the draft's, or there is none): what a hand-off-aware policy looks at.
     """
 
     step_index: int
     tokens_used: int
     token_budget: int
     target_steps: int
+    target_run: int = 0
 
 
 @runtime_checkable
 class StepPolicy(Protocol):
-    """Routes a step to the draft or the target and decides on a scored draft."""
+    """Routes a step to the draft or the target and decides on a scored draft.
+
+    A policy may also steer the drafting itself, through optional attributes the loop reads
+    with :func:`policy_option` (defaults in :data:`POLICY_OPTIONS`):
+
+    - ``glimpse_tokens`` (int): decide before drafting. The draft writes only this many tokens
+      of the step; the judge scores that glimpse and ``decide`` rules on it: ``accept`` lets the
+      draft write the rest of the step, which is then kept without another judge call;
+      ``reject`` sends the step to the target, only the glimpse drafted.
+    - ``chunk_tokens`` (int) and ``keep_drafting(logprobs, ctx) -> bool``: abort a draft
+      mid-step. The draft writes the step this many tokens at a time; after each piece
+      ``keep_drafting`` sees the step's token logprobs so far, and False stops the draft there:
+      the step goes to the target (the record says where the draft stopped). A draft that runs
+      to its end is judged as usual.
+    - ``keep_aborted`` (``"discard"`` or ``"prefix"``): what becomes of a stopped draft's
+      tokens: thrown away, or kept as the start of the step, which the target continues.
+    - ``needs_logprobs`` (bool or int, as a judge's): what ``keep_drafting`` needs of the draft.
+    """
 
     @property
     def needs_judge(self) -> bool:
@@ -150,6 +170,20 @@ class StepPolicy(Protocol):
     def decide(self, score: float | None, ctx: StepContext) -> Decision:
         """``accept`` to keep the drafted step, ``reject`` to have the target rewrite it."""
         ...
+
+
+POLICY_OPTIONS = {"glimpse_tokens": 0, "chunk_tokens": 0, "keep_aborted": "discard", "needs_logprobs": False}
+"""The optional attributes of a :class:`StepPolicy` and what a policy without them means."""
+
+
+def policy_option(policy: object, name: str):
+    """A policy's optional attribute ``name`` (see :class:`StepPolicy`), or its default.
+
+    >>> class Glimpse: glimpse_tokens = 2
+    >>> policy_option(Glimpse(), "glimpse_tokens"), policy_option(object(), "keep_aborted")
+    (2, 'discard')
+    """
+    return getattr(policy, name, POLICY_OPTIONS[name])
 
 
 @runtime_checkable

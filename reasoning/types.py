@@ -307,6 +307,10 @@ class StepRecord:
         draft_prefill_seconds: The part of ``draft_seconds`` spent on that prefill, where the
             engine measures it (None: not measured).
         target_prefill_seconds: The same for ``target_seconds``.
+        draft_stopped_at: Tokens the draft had written when the policy stopped it before the
+            step's end (a glimpse judged too weak, or a draft aborted mid-step), else None.
+        draft_prefix_kept: The stopped draft's text starts the kept step and the target wrote
+            the rest (``keep_aborted="prefix"``): ``text`` is ``draft_text + target_text``.
         finish_reason: Finish reason of the kept text's last engine call.
         truncated: True if the kept step hit the step token limit before its stop string.
     """
@@ -332,10 +336,15 @@ class StepRecord:
     target_prefill_tokens: int = 0
     draft_prefill_seconds: float | None = None
     target_prefill_seconds: float | None = None
+    draft_stopped_at: int | None = None
+    draft_prefix_kept: bool = False
 
     @property
     def kept_tokens(self) -> int:
-        return self.draft_tokens if self.kept is Route.DRAFT else self.target_tokens
+        """Tokens of the kept text (a stopped draft's tokens that the target continued included)."""
+        if self.kept is Route.DRAFT:
+            return self.draft_tokens
+        return self.target_tokens + (self.draft_tokens if self.draft_prefix_kept else 0)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StepRecord:

@@ -148,8 +148,15 @@ class ScriptedGenerator:
         from reasoning.segmenter import BlankLineSegmenter
 
         seg = BlankLineSegmenter(delimiter=self.step_delimiter)
-        done = len(seg.split(prefix_text))
-        return "".join(seg.split(script)[done:])
+        parts = seg.split(prefix_text)
+        # A step begun in the prefix (a glimpse, a stopped draft): go on with the script's step
+        # of that index, past what the prefix already has of it.
+        partial = parts[-1] if parts and not parts[-1].endswith(self.step_delimiter) else ""
+        done = len(parts) - (1 if partial else 0)
+        rest = seg.split(script)[done:]
+        if partial and rest and rest[0].startswith(partial):
+            rest[0] = rest[0][len(partial):]
+        return "".join(rest)
 
     def _prob(self, problem_id: str) -> float:
         if isinstance(self.token_prob, Mapping):

@@ -77,7 +77,8 @@ def test_models_bench_gathers_the_runs_summaries(tmp_path):
         d_engine = sum(d["seconds"].values())
         f = min(1.0, max(0.0, (engine - d_engine) / (base_engine - d_engine)))
         if engine >= d_engine:
-            assert run["mixing_accuracy"] == pytest.approx(d["accuracy"] + f * (base["accuracy"] - d["accuracy"]))
+            mix = d["accuracy"] + f * (base["accuracy"] - d["accuracy"])
+            assert run["mixing_accuracy"] == pytest.approx(mix)
         assert run["above_mixing_line"] == pytest.approx(s["accuracy"] - run["mixing_accuracy"])
         if run["judge_calls"]:  # judge seconds per call over target-only's seconds per step
             per_step = base["seconds"]["target"] / base["target_steps"]

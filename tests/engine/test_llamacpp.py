@@ -227,7 +227,8 @@ def test_async_schedule_drives_one_engine_from_three_gatherers(llama):
 
 
 def test_engine_counters_split_each_call_into_prefill_and_decode(llama, chat):
-    a, b = llama.generate([_req(chat, 12, stop=(), pid="split-a"), _req(chat[-1:], 6, stop=(), pid="split-b")])
+    a, b = llama.generate([_req(chat, 12, stop=(), pid="split-a"),
+                           _req(chat[-1:], 6, stop=(), pid="split-b")])
     for c in (a, b):
         assert c.prefill_seconds is not None and 0 < c.prefill_seconds < c.seconds
         assert c.prefill_tokens == c.prompt_tokens  # new problems: nothing cached
