@@ -355,8 +355,10 @@ class PRMJudge:
         engine_kwargs: Further keyword arguments for ``vllm.LLM`` (e.g. ``max_model_len``,
             ``gpu_memory_utilization``, ``enforce_eager``) or, for ``hf``, for ``from_pretrained``.
         trust_remote_code: Let the tokenizer, vLLM and a model of an unknown architecture run
-            code shipped with the checkpoint. The known heads (token classification,
-            ``Qwen2ForProcessRewardModel``, Skywork's value head, causal LMs) load without it.
+            code shipped with the checkpoint (off by default: a checkpoint's code runs with
+            this process's rights). The known heads (token classification,
+            ``Qwen2ForProcessRewardModel``, Skywork's value head, causal LMs) load without it;
+            a checkpoint of another architecture is refused unless it is set.
 
     The ``hf`` backend loads ``*ForTokenClassification`` checkpoints with
     ``AutoModelForTokenClassification``; ``Qwen2ForProcessRewardModel`` (Qwen2.5-Math-PRM) and
@@ -379,7 +381,7 @@ class PRMJudge:
         device: str = "cpu",
         batch_size: int = 8,
         engine_kwargs: dict | None = None,
-        trust_remote_code: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
         check_family(family)
         if backend not in BACKENDS:

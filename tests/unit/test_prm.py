@@ -358,6 +358,43 @@ def test_a_skywork_checkpoint_without_its_value_head_is_refused(tiny, tmp_path):
         PRMJudge(str(folder), "skywork")
 
 
+def test_checkpoint_code_does_not_run_unless_asked(tiny, tmp_path, monkeypatch):
+    # a checkpoint of an architecture the judge does not know (here: the trl model renamed) is
+    # refused by default, not run with trust_remote_code; the tokenizer loads without it too
+    import shutil
+
+    src, _ = tiny["trl"]
+    folder = tmp_path / "custom"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architectures"] = ["MyOwnProcessRewardModel"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    seen = []
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", spy)
+    with pytest.raises(ValueError, match="trust_remote_code=true"):
+        PRMJudge(str(folder), "trl")
+    assert seen == [False]
+
+
+def test_the_prm_config_does_not_trust_remote_code_by_default():
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+
+    from recipes._cli import CONF_DIR
+
+    assert inspect.signature(PRMJudge).parameters["trust_remote_code"].default is False
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert compose(config_name="evaluate", overrides=["judge=prm"]).judge.trust_remote_code is False
+        assert compose(config_name="evaluate", overrides=["recipe=rsd"]).judge.trust_remote_code is False
+
+
 # -- vLLM backend -----------------------------------------------------------------------------
 _VLLM_SCRIPT = """
 import json, sys
