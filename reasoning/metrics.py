@@ -142,8 +142,10 @@ def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
     ``unsplit_seconds`` (calls of an engine that does not time the two apart: vLLM, servers,
     transformers); ``prefill_tokens`` (prompt ids read), ``cached_prompt_tokens`` (prompt ids its
     prefix cache held), ``decode_tokens`` (ids generated). ``judge_seconds``. Of the draft's
-    seconds, ``wasted_draft_seconds`` went into steps that were then thrown away (rejected),
-    ``kept_draft_seconds`` into the rest. ``engine_seconds`` = draft + target + judge seconds:
+    seconds, ``wasted_draft_seconds`` went into writing steps that were then thrown away
+    (rejected, or stopped mid-step; their prefill, a read of the steps before that the draft's
+    cache keeps for its next step, is not counted as wasted), ``kept_draft_seconds`` into the
+    rest; ``wasted_draft_tokens`` and ``stopped_drafts`` count them. ``engine_seconds`` = draft + target + judge seconds:
     what :func:`engine_seconds` reads.
 
     >>> from reasoning.types import Decision, Route, StepRecord
@@ -161,7 +163,9 @@ def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
     (3.0, 6.25)
     """
     thrown = [s for s in steps if s.decision is Decision.REJECT and not s.draft_prefix_kept]
-    wasted = sum(s.draft_seconds for s in thrown)
+    # A thrown-away draft's decode is lost; its prefill (reading the steps before it) stays in the
+    # draft's KV cache for its next step, so it is not.
+    wasted = sum(s.draft_seconds - (s.draft_prefill_seconds or 0.0) for s in thrown)
     draft = _model_cost(steps, "draft")
     target = _model_cost(steps, "target")
     judge = sum(s.judge_seconds for s in steps)
