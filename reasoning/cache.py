@@ -418,7 +418,7 @@ class CachedJudge(_Delegating):
         """The scores and the seconds per item: a hit at the seconds its score took when it was
         computed, a miss at its share of the inner judge's call (see
         :func:`reasoning.loop.timed_scores`)."""
-        from reasoning.loop import timed_scores
+        from reasoning.engine import timed_scores
 
         keys = [judge_key(self.judge_id, r) for r in requests]
         found = self.cache.get_many(keys)

@@ -8,202 +8,37 @@ so a finished problem's place is taken by the next one at the following round.
 ``schedule: async`` runs the same step code with each problem advancing on its own instead
 (see :mod:`reasoning.schedule`).
 
-A failing engine or judge call is retried request by request, so that one bad problem ends
-with ``stop_reason = error`` (its message recorded) instead of taking the whole batch down.
+The round itself is :class:`reasoning.engine.StepEngine`'s (a failing engine or judge call
+is retried request by request, so that one bad problem ends with ``stop_reason = error``);
+this module is its lockstep schedule.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
 
-from reasoning.prompts import ChatPrompt
-from reasoning.protocols import (
-    Generator,
-    Judge,
-    JudgeRequest,
-    Segmenter,
-    StepContext,
-    StepPolicy,
-    policy_option,
+from reasoning.engine import (  # noqa: F401 - the loop's names, kept importable from here
+    SCHEDULES,
+    LoopConfig,
+    StepEngine,
+    _State,
+    judge_logprobs,
+    request_seed,
+    timed_scores,
+    with_grade,
 )
-from reasoning.schedule import SCHEDULES
-from reasoning.stops import default_stop_rules
-from reasoning.types import (
-    ChatMessage,
-    Completion,
-    Decision,
-    FinishReason,
-    GenerationParams,
-    GenerationRequest,
-    Problem,
-    Route,
-    Segment,
-    StepRecord,
-    StopReason,
-    Trace,
-)
-
-log = logging.getLogger(__name__)
+from reasoning.schedule import iter_async
+from reasoning.types import Problem, Trace
 
 
-@dataclass(frozen=True, slots=True)
-class LoopConfig:
-    """Knobs of the step loop.
-
-    Attributes:
-        max_steps: Most steps in one answer.
-        token_budget: Most tokens in one answer (kept steps, counted by the model that wrote
-            each); the last step is cut to fit.
-        max_repeats: Stop after the same step text comes this many extra times in a row
-            (0 = never).
-        stop_at_answer: Stop after a step that gives the final answer. Off, a problem goes on
-            until the end of sequence, the budget or ``max_steps`` (like plain decoding).
-        max_merges: Most extra engine calls that extend a too-short step (see
-            ``Segmenter.too_short``).
-        max_in_flight: Problems in flight at once (0 = all of them): stepped together in one
-            lockstep batch, or, with ``schedule: async``, each on its own.
-        schedule: ``lockstep`` (every round waits for all problems in flight) or ``async``
-            (each problem advances on its own; the requests waiting on a model are merged into
-            one call, and the draft, judge and target calls run at the same time).
-        temperature: Sampling temperature for both models (0 = greedy).
-        top_p: Nucleus sampling mass for both models.
-        seed: Sampling seed (None = engine's choice). Each sampled request gets its own seed
-            derived from it and the request (problem, step, model, piece): see
-            :func:`request_seed`; greedy requests carry it unchanged.
-        draft_logprobs: Ask the draft for this many top logprobs per token (None = only what
-            the judge's ``needs_logprobs`` asks for: ``True`` or 0 for the sampled token's
-            logprob, an int ``k > 0`` for the top ``k``; the larger of the two when both are set).
-        retries: Times a failing engine request is tried again on its own before its
-            problem is given up with ``stop_reason = error``.
-    """
-
-    max_steps: int = 32
-    token_budget: int = 1024
-    max_repeats: int = 2
-    stop_at_answer: bool = True
-    max_merges: int = 4
-    max_in_flight: int = 0
-    schedule: str = "lockstep"
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    draft_logprobs: int | None = None
-    retries: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "token_budget"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_repeats", "max_merges", "max_in_flight", "retries"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"loop.schedule must be {' or '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.temperature < 0:
-            raise ValueError(f"loop.temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"loop.top_p must be in (0, 1], got {self.top_p}")
-        if self.draft_logprobs is not None and self.draft_logprobs < 0:
-            raise ValueError(f"loop.draft_logprobs must be >= 0 or null, got {self.draft_logprobs}")
-
-
-@dataclass(slots=True)
-class _State:
-    problem: Problem
-    messages: tuple[ChatMessage, ...]
-    segments: list[Segment] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    tokens_used: int = 0
-    target_steps: int = 0
-    target_run: int = 0  # latest steps in a row kept from the target
-    stop: StopReason | None = None
-    error: str | None = None
-    last_ctx: StepContext | None = None
-    t0: float = 0.0  # perf_counter at admission, for the trace's latency
-
-    def ctx(self, budget: int) -> StepContext:
-        # The context the stop rules saw after a step is the next round's: build it once.
-        c = self.last_ctx
-        if (c is None or c.step_index != len(self.steps) or c.tokens_used != self.tokens_used
-                or c.target_steps != self.target_steps or c.token_budget != budget):
-            c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps,
-                                            self.target_run)
-        return c
-
-
-@dataclass(slots=True)
-class _Step:
-    """One model's step for one problem, possibly merged from several engine calls."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] | None = None
-    top_logprobs: list[Mapping[str, float]] | None = None
-    prompt_tokens: int = 0
-    prefill_tokens: int = 0
-    seconds: float = 0.0
-    prefill_seconds: float | None = 0.0  # None once a piece's engine did not measure it
-    finish: FinishReason = FinishReason.STOP
-    truncated: bool = False
-    calls: int = 0
-    capped: bool = False  # the last call stopped at the piece size asked for, not at the step's end
-    stopped_at: int | None = None  # tokens written when the policy stopped the draft
-
-    def completion(self) -> Completion:
-        return Completion(self.text, tuple(self.token_ids), self.finish, self.prompt_tokens,
-                          logprobs=None if self.logprobs is None else tuple(self.logprobs),
-                          top_logprobs=None if self.top_logprobs is None else tuple(self.top_logprobs),
-                          seconds=self.seconds)
-
-
-class StepLoop:
+class StepLoop(StepEngine):
     """Runs step-level speculative reasoning over a stream of problems.
 
-    Args:
-        draft: The small model that drafts steps.
-        target: The large model that writes the steps the judge rejects.
-        judge: Scores drafted steps in [0, 1].
-        policy: Routes steps and decides on scores.
-        segmenter: Stop strings and step rules.
-        prompt: Builds the chat for a problem.
-        config: Loop knobs.
-        stop_rules: Override the default stop rules (see :func:`default_stop_rules`).
+    The arguments are :class:`~reasoning.engine.StepEngine`'s: the draft, the target, the judge,
+    the policy, the segmenter, the prompt, the :class:`LoopConfig` and optional stop rules.
+    ``config.schedule`` says how the rounds go: ``lockstep`` here, ``async`` in
+    :func:`reasoning.schedule.iter_async`.
     """
-
-    def __init__(self, draft: Generator, target: Generator, judge: Judge, policy: StepPolicy,
-                 segmenter: Segmenter, prompt: ChatPrompt | None = None,
-                 config: LoopConfig | None = None, stop_rules: Sequence | None = None) -> None:
-        self.draft = draft
-        self.target = target
-        self.judge = judge
-        self.policy = policy
-        self.segmenter = segmenter
-        self.prompt = prompt or ChatPrompt()
-        self.config = config or LoopConfig()
-        self.stop_rules = tuple(stop_rules) if stop_rules is not None else default_stop_rules(
-            segmenter, self.config.max_steps, self.config.max_repeats, self.config.stop_at_answer)
-        lp, need = self.config.draft_logprobs, judge_logprobs(judge)
-        pneed = judge_logprobs(_PolicyNeeds(policy))
-        need = pneed if need is None else need if pneed is None else max(need, pneed)
-        self._draft_logprobs = need if lp is None else lp if need is None else max(lp, need)
-        self._glimpse = int(policy_option(policy, "glimpse_tokens") or 0)
-        self._chunk = int(policy_option(policy, "chunk_tokens") or 0)
-        self._keep_aborted = policy_option(policy, "keep_aborted")
-        if self._glimpse and self._chunk:
-            raise ValueError(f"{type(policy).__name__}: glimpse_tokens and chunk_tokens cannot both be set")
-        if self._chunk and not callable(getattr(policy, "keep_drafting", None)):
-            raise ValueError(f"{type(policy).__name__} sets chunk_tokens but has no "
-                             "keep_drafting(logprobs, ctx)")
-        if self._keep_aborted not in ("discard", "prefix"):
-            raise ValueError(f"{type(policy).__name__}.keep_aborted must be 'discard' or 'prefix', "
-                             f"got {self._keep_aborted!r}")
-        self._params_cache: dict[tuple[int, int | None], GenerationParams] = {}
-        """The (frozen) sampling parameters of each (token limit, logprobs): a request's
-        parameters differ only in these (and the segmenter's stop strings, checked), and building
-        them anew for every request showed in the loop's own time (``recipes.bench``)."""
 
     # -- public ----------------------------------------------------------------------------
     def run(self, problems: Iterable[Problem],
@@ -222,8 +57,6 @@ class StepLoop:
     def iter_traces(self, problems: Iterable[Problem]) -> Iterator[Trace]:
         """Yield each problem's trace as soon as it finishes."""
         if self.config.schedule == "async":
-            from reasoning.schedule import iter_async
-
             yield from iter_async(self, problems)
             return
         pending = iter(problems)
@@ -236,370 +69,15 @@ class StepLoop:
                 if p is None:
                     exhausted = True
                     break
-                active.append(self._admit(p))
+                active.append(self.admit(p))
             if not active:
                 return
-            self._round(active)
+            self.round(active)
             still = []
             for s in active:
                 if s.stop is None:
                     still.append(s)
                 else:
-                    yield self._trace(s)
+                    yield self.trace(s)
             active = still
 
-    def _admit(self, p: Problem) -> _State:
-        return _State(p, self.prompt.messages(p), t0=time.perf_counter())
-
-    # -- one lockstep round ------------------------------------------------------------------
-    def _round(self, active: list[_State]) -> None:
-        budget = self.config.token_budget
-        ctxs = {id(s): s.ctx(budget) for s in active}
-        to_draft: list[_State] = []
-        direct: list[_State] = []  # routed straight to the target
-        for s in active:  # one pass: a membership test per state made this quadratic in the batch
-            (to_draft if self.policy.route(ctxs[id(s)]) is Route.DRAFT else direct).append(s)
-
-        drafts, decisions, scored, judge_s = self._draft_phase(to_draft, ctxs)
-        drafted = [s for s in to_draft if s.error is None and id(s) in drafts]
-        judged = [s for s in drafted if id(s) not in decisions]
-        if judged and self.policy.needs_judge:
-            scores, seconds = self._judge(judged, drafts)
-            for s in judged:
-                if s.error is None:
-                    scored[id(s)] = scores[id(s)]
-                    judge_s[id(s)] = seconds
-        rejected = []
-        for s in drafted:
-            if s.error is not None:
-                continue
-            d = decisions.get(id(s))
-            if d is None:
-                d = decisions[id(s)] = self.policy.decide(scored.get(id(s)), ctxs[id(s)])
-            if d is Decision.REJECT:
-                rejected.append(s)
-        to_target = [s for s in rejected + direct if s.error is None]
-        lead: dict[int, _Step] = {}  # stopped drafts the target continues (keep_aborted=prefix)
-        if self._keep_aborted == "prefix":
-            lead = {id(s): drafts[id(s)] for s in rejected
-                    if drafts[id(s)].stopped_at is not None and drafts[id(s)].token_ids}
-        targets = self._generate_steps(self.target, to_target, None, "t", lead=lead)
-
-        for s in active:
-            if s.error is not None:
-                s.stop = StopReason.ERROR
-                continue
-            key = id(s)
-            dstep, tstep = drafts.get(key), targets.get(key)
-            route = Route.DRAFT if key in drafts else Route.TARGET
-            decision = decisions.get(key, Decision.SKIP)
-            kept_step, kept_gen, kept = ((dstep, self.draft, Route.DRAFT) if decision is Decision.ACCEPT
-                                         else (tstep, self.target, Route.TARGET))
-            led = key in lead
-            if led:  # the stopped draft's tokens start the step, the target's continue it
-                s.segments.append(Segment(dstep.text, self.draft.name, tuple(dstep.token_ids)))
-            text = self.segmenter.normalize(kept_step.text)
-            ids = tuple(kept_step.token_ids) if text == kept_step.text else None
-            s.segments.append(Segment(text, kept_gen.name, ids))
-            if led:
-                text = dstep.text + text
-            rec = StepRecord(
-                index=len(s.steps), route=route, decision=decision, kept=kept, text=text,
-                score=scored.get(key),
-                draft_text=dstep.text if dstep else None,
-                draft_tokens=len(dstep.token_ids) if dstep else 0,
-                target_text=tstep.text if tstep else None,
-                target_tokens=len(tstep.token_ids) if tstep else 0,
-                draft_prompt_tokens=dstep.prompt_tokens if dstep else 0,
-                target_prompt_tokens=tstep.prompt_tokens if tstep else 0,
-                draft_seconds=dstep.seconds if dstep else 0.0,
-                judge_seconds=judge_s.get(key, 0.0),
-                target_seconds=tstep.seconds if tstep else 0.0,
-                finish_reason=kept_step.finish,
-                truncated=kept_step.truncated,
-                draft_prefill_tokens=dstep.prefill_tokens if dstep else 0,
-                target_prefill_tokens=tstep.prefill_tokens if tstep else 0,
-                draft_prefill_seconds=dstep.prefill_seconds if dstep else None,
-                target_prefill_seconds=tstep.prefill_seconds if tstep else None,
-                draft_stopped_at=dstep.stopped_at if dstep else None,
-                draft_prefix_kept=led,
-            )
-            s.steps.append(rec)
-            s.tokens_used += len(kept_step.token_ids) + (len(dstep.token_ids) if led else 0)
-            s.target_steps += kept is Route.TARGET
-            s.target_run = s.target_run + 1 if kept is Route.TARGET else 0
-            ctx = s.ctx(budget)
-            for rule in self.stop_rules:
-                reason = rule.check(s.steps, ctx)
-                if reason is not None:
-                    s.stop = reason
-                    break
-
-    def _params(self, s: _State, used: int, logprobs: int | None,
-                cap: int | None = None) -> tuple[GenerationParams | None, bool]:
-        """The request's parameters (None: no room left) and whether ``cap`` set its token limit."""
-        c = self.config
-        left = min(self.segmenter.max_step_tokens - used, c.token_budget - s.tokens_used - used)
-        if left < 1:
-            return None, False
-        capped = cap is not None and cap < left
-        if capped:
-            left = cap
-        stop = self.segmenter.stop
-        key = (left, logprobs)
-        params = self._params_cache.get(key)
-        if params is None or params.stop != stop:
-            params = self._params_cache[key] = GenerationParams(
-                max_tokens=left, temperature=c.temperature, top_p=c.top_p, seed=c.seed, stop=stop,
-                logprobs=logprobs)
-        return params, capped
-
-    def _draft_phase(self, states: list[_State], ctxs: dict[int, StepContext]):
-        """The drafts of ``states``, as the policy has them written: whole, a glimpse that the
-        judge rules on before the rest is written, or piece by piece until the policy stops it.
-
-        Returns ``(drafts, decisions already taken, scores, judge seconds)``, by ``id(state)``.
-        """
-        lp = self._draft_logprobs
-        decided: dict[int, Decision] = {}
-        scored: dict[int, float | None] = {}
-        judge_s: dict[int, float] = {}
-        if self._glimpse:
-            drafts = self._generate_steps(self.draft, states, lp, "d", cap=self._glimpse)
-            seen = [s for s in states if s.error is None and id(s) in drafts]
-            scores, seconds = self._judge(seen, drafts) if seen else ({}, 0.0)
-            more = []
-            for s in seen:
-                if s.error is not None:
-                    continue
-                scored[id(s)], judge_s[id(s)] = scores[id(s)], seconds
-                st = drafts[id(s)]
-                d = decided[id(s)] = self.policy.decide(scores[id(s)], ctxs[id(s)])
-                if d is Decision.REJECT:
-                    st.stopped_at = len(st.token_ids) if st.capped else None
-                elif st.capped:
-                    more.append(s)
-            drafts.update(self._generate_steps(self.draft, more, lp, "d", start=drafts))
-            return drafts, decided, scored, judge_s
-        if not self._chunk:
-            return self._generate_steps(self.draft, states, lp, "d"), decided, scored, judge_s
-        drafts: dict[int, _Step] = {}
-        todo = states
-        while todo:
-            drafts.update(self._generate_steps(self.draft, todo, lp, "d", cap=self._chunk, start=drafts))
-            nxt = []
-            for s in todo:
-                st = drafts.get(id(s))
-                if st is None or s.error is not None or not st.capped:
-                    continue
-                if self.policy.keep_drafting(tuple(st.logprobs or ()), ctxs[id(s)]):
-                    nxt.append(s)
-                else:
-                    st.stopped_at = len(st.token_ids)
-                    decided[id(s)] = Decision.REJECT
-            todo = nxt
-        return drafts, decided, scored, judge_s
-
-    def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
-                        tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
-                        lead: dict[int, _Step] | None = None) -> dict[int, _Step]:
-        """One step for each state from ``gen``, merging too-short pieces; batched.
-
-        ``cap``: at most this many tokens for this call (a glimpse, a piece of a draft; no
-        merging then: the caller goes on). ``start``: steps already begun, continued. ``lead``:
-        the first part of the step another model wrote, prefixed to the requests and counted in
-        the step's token limit.
-        """
-        start = start or {}
-        lead = lead or {}
-        steps = {id(s): start.get(id(s)) or _Step(logprobs=[] if logprobs is not None else None,
-                                                  top_logprobs=[] if logprobs else None) for s in states}
-        todo = list(states)
-        for _attempt in range(1 if cap is not None else self.config.max_merges + 1):
-            reqs, owners = [], []
-            for s in todo:
-                st = steps[id(s)]
-                led = lead.get(id(s))
-                used = len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
-                params, capped = self._params(s, used, logprobs, cap)
-                st.capped = False
-                if params is None:
-                    st.finish = FinishReason.LENGTH
-                    st.truncated = used >= self.segmenter.max_step_tokens
-                    continue
-                prefix = tuple(s.segments)
-                if led is not None:
-                    prefix += (Segment(led.text, self.draft.name, tuple(led.token_ids)),)
-                if st.calls:
-                    prefix += (Segment(st.text, gen.name, tuple(st.token_ids)),)
-                rid = f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}"
-                if params.seed is not None and params.temperature > 0:
-                    params = replace(params, seed=request_seed(params.seed, rid))
-                reqs.append(GenerationRequest(rid, s.problem.id, s.messages, prefix, params))
-                owners.append((s, capped))
-            if not reqs:
-                break
-            results = self._call(gen, reqs, [o for o, _ in owners])
-            todo = []
-            for (s, capped), c in zip(owners, results):
-                if c is None:
-                    continue
-                st = steps[id(s)]
-                st.text += c.text
-                st.token_ids.extend(c.token_ids)
-                if st.logprobs is not None:
-                    if c.logprobs is None:
-                        s.error = f"{gen.name} returned no logprobs though they were asked for"
-                        continue
-                    st.logprobs.extend(c.logprobs)
-                if st.top_logprobs is not None:  # kept only while every piece has them
-                    tops = c.top_logprobs
-                    st.top_logprobs = None if tops is None else st.top_logprobs + list(tops)
-                st.prompt_tokens += c.prompt_tokens
-                st.prefill_tokens += c.prefill_tokens
-                st.seconds += c.seconds
-                st.prefill_seconds = (None if st.prefill_seconds is None or c.prefill_seconds is None
-                                      else st.prefill_seconds + c.prefill_seconds)
-                st.calls += 1
-                st.finish = c.finish_reason
-                if c.finish_reason is FinishReason.LENGTH:
-                    st.capped = capped
-                    led = lead.get(id(s))
-                    st.truncated = (len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
-                                    >= self.segmenter.max_step_tokens)
-                if (c.finish_reason is FinishReason.STOP and self.segmenter.too_short(st.text)
-                        and not self.segmenter.is_final(st.text)):
-                    if cap is not None:
-                        st.capped = True  # too short to stand: the caller's next piece extends it
-                    else:
-                        todo.append(s)
-            if not todo:
-                break
-        return {k: v for k, v in steps.items() if v.calls}
-
-    def _call(self, gen: Generator, reqs: list[GenerationRequest],
-              owners: list[_State], tries_left: int | None = None) -> list[Completion | None]:
-        """Call the engine on a batch; on failure, retry one by one to isolate bad requests."""
-        try:
-            out = gen.generate(reqs)
-            if len(out) != len(reqs):
-                raise RuntimeError(f"{gen.name} returned {len(out)} completions for {len(reqs)} requests")
-            for c in out:
-                if not isinstance(c, Completion):
-                    raise RuntimeError(f"{gen.name} returned {type(c).__name__}, not a Completion")
-            return list(out)
-        except Exception as e:  # noqa: BLE001 - a failing engine call must not end the run
-            if len(reqs) == 1:
-                left = self.config.retries if tries_left is None else tries_left
-                if left > 0:
-                    log.warning("problem %s: %s failed (%s); retrying", owners[0].problem.id, gen.name, e)
-                    return self._call(gen, reqs, owners, left - 1)
-                owners[0].error = f"{gen.name}: {type(e).__name__}: {e}"
-                log.warning("problem %s failed in %s: %s", owners[0].problem.id, gen.name, e)
-                return [None]
-            log.warning("%s failed on a batch of %d (%s); retrying one by one", gen.name, len(reqs), e)
-            return [self._call(gen, [r], [o])[0] for r, o in zip(reqs, owners)]
-
-    def _judge(self, states: list[_State], drafts: dict[int, _Step]):
-        reqs = [JudgeRequest(s.problem, s.messages, tuple(s.segments), drafts[id(s)].completion(),
-                             len(s.steps)) for s in states]
-        try:
-            scores, seconds = timed_scores(self.judge, reqs)
-        except Exception as e:  # noqa: BLE001
-            if len(reqs) == 1:
-                states[0].error = f"judge: {type(e).__name__}: {e}"
-                return {}, 0.0
-            out: dict[int, float] = {}
-            total = 0.0
-            for s in states:
-                one, sec = self._judge([s], drafts)
-                out.update(one)
-                total += sec
-            return out, total / len(states)
-        for s, sc in zip(states, scores):
-            if not 0.0 <= sc <= 1.0:
-                s.error = f"judge returned score {sc} outside [0, 1]"
-        return {id(s): float(sc) for s, sc in zip(states, scores)}, seconds
-
-    def _trace(self, s: _State) -> Trace:
-        steps = tuple(s.steps)
-        seconds = sum(r.draft_seconds + r.judge_seconds + r.target_seconds for r in steps)
-        return Trace(problem_id=s.problem.id, question=s.problem.question, gold=s.problem.answer,
-                     steps=steps, stop_reason=s.stop or StopReason.ERROR,
-                     text="".join(seg.text for seg in s.segments), seconds=seconds,
-                     error=s.error, meta=dict(s.problem.meta),
-                     latency_seconds=time.perf_counter() - s.t0)
-
-
-def request_seed(seed: int, request_id: str) -> int:
-    """The sampling seed of one request: ``seed`` and the request id (problem, step, model and
-    piece) hashed together, so that problems, steps and models draw different random streams,
-    and a rerun with the same ``seed`` draws the same ones.
-
-    >>> request_seed(0, "p/0/d0") == request_seed(0, "p/0/d0") != request_seed(0, "p/0/t0")
-    True
-    >>> 0 <= request_seed(7, "x") < 2 ** 31
-    True
-    """
-    import hashlib
-
-    h = hashlib.sha256(f"{seed}\x00{request_id}".encode()).digest()
-    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
-
-
-def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
-    """The judge's scores of ``requests`` and the seconds charged to each.
-
-    A judge that knows its own cost per item has ``score_timed`` (returning the scores and the
-    seconds per item): the step cache's judge (a hit costs what it cost when computed) and the
-    async schedule's gathered judge (its merged call's seconds over the items it merged, not the
-    wait in its queue). Any other judge is timed here, the call's wall time over its items.
-
-    Raises:
-        RuntimeError: the judge returned another number of scores than it was asked for.
-    """
-    timed = getattr(judge, "score_timed", None)
-    if timed is not None:
-        scores, seconds = timed(requests)
-        scores = list(scores)
-    else:
-        t0 = time.perf_counter()
-        scores = list(judge.score(requests))
-        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
-    if len(scores) != len(requests):
-        raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
-    return scores, float(seconds)
-
-
-class _PolicyNeeds:
-    """A policy's ``needs_logprobs`` read as a judge's (see :func:`judge_logprobs`)."""
-
-    def __init__(self, policy: object) -> None:
-        self.needs_logprobs = policy_option(policy, "needs_logprobs")
-
-
-def judge_logprobs(judge: object) -> int | None:
-    """What a judge's ``needs_logprobs`` asks of the draft, as ``GenerationParams.logprobs``.
-
-    Missing, False or None: nothing (None); True: the sampled token's logprob (0); an int
-    ``k >= 0``: the top ``k`` per token (0 meaning the sampled token's only).
-
-    >>> class Wants:
-    ...     needs_logprobs = 5
-    >>> judge_logprobs(object()), judge_logprobs(Wants())
-    (None, 5)
-    """
-    need = getattr(judge, "needs_logprobs", False)
-    if need is None or need is False:
-        return None
-    if need is True:
-        return 0
-    if isinstance(need, int) and need >= 0:
-        return need
-    raise ValueError(f"{type(judge).__name__}.needs_logprobs must be a bool or an int >= 0 "
-                     f"(top logprobs per token), got {need!r}")
-
-
-def with_grade(trace: Trace, predicted: str | None, correct: bool | None, note: str | None) -> Trace:
-    """Return ``trace`` with its grading fields set."""
-    return replace(trace, predicted=predicted, correct=correct, grade_note=note)

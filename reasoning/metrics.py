@@ -145,8 +145,8 @@ def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
     seconds, ``wasted_draft_seconds`` went into writing steps that were then thrown away
     (rejected, or stopped mid-step; their prefill, a read of the steps before that the draft's
     cache keeps for its next step, is not counted as wasted), ``kept_draft_seconds`` into the
-    rest; ``wasted_draft_tokens`` and ``stopped_drafts`` count them. ``engine_seconds`` = draft + target + judge seconds:
-    what :func:`engine_seconds` reads.
+    rest; ``wasted_draft_tokens`` and ``stopped_drafts`` count them. ``engine_seconds`` = draft +
+    target + judge seconds: what :func:`engine_seconds` reads.
 
     >>> from reasoning.types import Decision, Route, StepRecord
     >>> kept = StepRecord(0, Route.DRAFT, Decision.ACCEPT, Route.DRAFT, "a", draft_tokens=4,

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from reasoning.engine import SCHEDULES as _SCHEDULES
+from reasoning.engine import StepEngine, timed_scores
 from reasoning.types import Problem, Trace
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ GATHER_MAX_WAIT_S = 0.05
 still computing (the step code between model calls takes microseconds; this bounds the case
 of a slow policy or stop rule)."""
 
-SCHEDULES = ("lockstep", "async")
+SCHEDULES = _SCHEDULES
 
 
 class Cancelled(RuntimeError):
@@ -242,8 +244,6 @@ class GatheredJudge(_Proxy):
 def _timed_call(obj: Any, method: str) -> Callable[[list[Any]], tuple[Sequence[Any], float]]:
     """``obj``'s ``method`` as a gatherer calls it: results and seconds per item, timed where it runs."""
     if method == "score":
-        from reasoning.loop import timed_scores
-
         return lambda items: timed_scores(obj, items)
     call = getattr(obj, method)
 
@@ -266,8 +266,6 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
     """
     from dataclasses import replace
 
-    from reasoning.loop import StepLoop
-
     n = loop.config.max_in_flight
     if n == 0:
         problems = list(problems)
@@ -289,9 +287,10 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
 
     # The proxies pass every other attribute through (needs_logprobs included), so the inner
     # loop derives the same draft logprobs and stop rules as ``loop``.
-    inner = StepLoop(gathered(loop.draft, GatheredGenerator), gathered(loop.target, GatheredGenerator),
-                     gathered(loop.judge, GatheredJudge), loop.policy, loop.segmenter,
-                     loop.prompt, replace(loop.config, schedule="lockstep"), loop.stop_rules)
+    inner = StepEngine(gathered(loop.draft, GatheredGenerator),
+                               gathered(loop.target, GatheredGenerator),
+                               gathered(loop.judge, GatheredJudge), loop.policy, loop.segmenter,
+                               loop.prompt, replace(loop.config, schedule="lockstep"), loop.stop_rules)
     source = iter(problems)
     take = threading.Lock()
     done: queue.Queue = queue.Queue()
@@ -303,10 +302,10 @@ def iter_async(loop: Any, problems: Iterable[Problem]) -> Iterator[Trace]:
                     p = None if gate.closed else next(source, None)
                 if p is None:
                     break
-                s = inner._admit(p)
+                s = inner.admit(p)
                 while s.stop is None:
-                    inner._round([s])
-                done.put(inner._trace(s))
+                    inner.round([s])
+                done.put(inner.trace(s))
         except Cancelled:
             pass
         except BaseException as e:  # noqa: BLE001 - raised in the consumer's thread

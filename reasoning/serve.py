@@ -902,7 +902,7 @@ def build_generator(preset: str, overrides: list[str]) -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from recipes._cli import CONF_DIR
+    from conf import CONF_DIR
 
     path = Path(preset)
     if not path.is_file():

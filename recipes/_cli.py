@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conf import CONF_DIR  # one definition, in conf/
 from reasoning.errors import UserError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def group_options(group: str, search_dirs: Sequence[Path] = ()) -> list[str]:
