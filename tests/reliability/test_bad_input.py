@@ -82,5 +82,19 @@ def test_bad_input_exits_with_one_line(case, args, needle, tmp_path):
     assert not (tmp_path / "run" / "traces.jsonl").exists()
 
 
-def test_there_are_at_least_twenty_cases():
-    assert len(CASES) >= 20
+GROUPS = sorted(d.name for d in (ROOT / "conf").iterdir() if d.is_dir() and any(d.glob("*.yaml")))
+"""Every config group: a folder of conf/ holding options (read here, not from the CLI's code)."""
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_config_group_refuses_an_unknown_option_listing_its_options(group, tmp_path):
+    options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    args = [f"recipe={'no-such-option' if group == 'recipe' else 'smoke'}"]
+    if group != "recipe":
+        args.append(f"{group}=no-such-option")
+    p = subprocess.run([sys.executable, "-m", "recipes.evaluate", *args, f"hydra.run.dir={tmp_path / 'run'}",
+                        "progress=false"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, (group, p.stderr[-2000:])
+    assert lines[0].startswith(f"error: unknown {group} 'no-such-option': choose one of "), lines[0]
+    assert lines[0].split("choose one of ", 1)[1].split(";")[0].split(", ") == options

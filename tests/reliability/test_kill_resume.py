@@ -57,26 +57,45 @@ def reference(tmp_path_factory) -> list[dict]:
     return rows
 
 
+def whole_lines(path: Path) -> bytes:
+    """The file's bytes up to its last newline: its whole trace lines, a torn tail left out."""
+    data = path.read_bytes() if path.exists() else b""
+    return data[:data.rfind(b"\n") + 1]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(seed, reference, tmp_path):
     rng = random.Random(seed)
     out = tmp_path / "run"
+    traces = out / "traces.jsonl"
     kills = 0
     for _attempt in range(3):
+        # kill once the run has written a few more whole lines than it started with (waiting for
+        # lines, not for a time: a loaded machine may start the run late)
+        want = whole_lines(traces).count(b"\n") + rng.randint(1, 6)
         proc = subprocess.Popen(cmd(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 5.0))
+        deadline = time.monotonic() + 120
+        while (proc.poll() is None and time.monotonic() < deadline
+               and whole_lines(traces).count(b"\n") < want):
+            time.sleep(0.02)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
         # Simulate a crash in the middle of a write as well: a torn last line.
-        traces = out / "traces.jsonl"
         if traces.exists() and rng.random() < 0.5:
             with open(traces, "a") as f:
                 f.write('{"problem_id": "gsm8k-test-39", "question": "torn')
     assert kills >= 1, "the run finished before it could be killed: make it slower"
+    # the killed runs left a partial file, which the resumed run must complete, not redo
+    before = whole_lines(traces)
+    written = before.count(b"\n")
+    assert 0 < written < 40, f"{written} whole lines: not a partial run"
     p = subprocess.run(cmd(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
+    after = traces.read_bytes()
+    assert after.startswith(before), "the resumed run changed the lines the killed runs had written"
+    assert after.count(b"\n") == 40 and after.endswith(b"\n")  # all 40, the torn tail cut off
     got = comparable(out / "traces.jsonl")
     ids = [d["problem_id"] for d in got]
     assert len(ids) == len(set(ids)) == 40
