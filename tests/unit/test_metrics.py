@@ -30,7 +30,9 @@ def test_summary_figures():
     t3 = Trace("3", "q", "2", (), StopReason.ERROR, "", seconds=0.0, error="boom")
     s = summarize([t1, t2, t3], wall_seconds=9.0)
     assert s["problems"] == 3 and s["graded"] == 2 and s["correct"] == 1 and s["accuracy"] == 0.5
-    assert s["accuracy_ci95"] == pytest.approx(list(wilson_interval(1, 2)))
+    # Wilson, 1 of 2, z = 1.96, by hand: centre (0.5 + 1.96^2/4) / (1 + 1.96^2/2) = 0.5, half-width
+    # 1.96 * sqrt(0.25/2 + 1.96^2/16) / (1 + 1.96^2/2) = 1.184301 / 2.9208 = 0.405472
+    assert s["accuracy_ci95"] == pytest.approx([0.094528, 0.905472], abs=1e-6)
     assert s["steps"] == 4 and s["mean_steps"] == pytest.approx(4 / 3)
     assert s["target_steps"] == 2 and s["target_step_share"] == 0.5
     assert s["drafted_steps"] == 3 and s["accepted_steps"] == 2
@@ -65,6 +67,23 @@ def test_wilson_interval_brackets_the_rate():
     for k, n in [(0, 5), (3, 5), (5, 5), (50, 100)]:
         lo, hi = wilson_interval(k, n)
         assert 0 <= lo <= k / n <= hi <= 1
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [
+    (8, 10, 0.490157, 0.943319),  # by hand: centre 0.99208 / 1.38416 = 0.716738, half-width 0.226581
+    (0, 5, 0.0, 0.434491),  # centre = half-width = 0.21725: the lower end is 0
+    (5, 5, 0.565509, 1.0),
+])
+def test_wilson_interval_by_hand(k, n, lo, hi):
+    assert wilson_interval(k, n) == pytest.approx((lo, hi), abs=1e-6)
+
+
+@pytest.mark.parametrize("k,n", [(1, 2), (8, 10), (0, 5), (5, 5), (30, 50), (0, 1), (412, 500)])
+def test_wilson_interval_equals_scipys(k, n):
+    stats = pytest.importorskip("scipy.stats")
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    # scipy's z is the exact 1.959964, ours 1.96: the ends differ by a few 1e-5 at most
+    assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=5e-5)
 
 
 def test_budget_share_judge_calls_and_math_breakdowns():
