@@ -248,11 +248,15 @@ def load_models(names: Sequence[str], gens: dict[str, LazyGenerator]) -> dict[st
 
 
 def count_done(out: Path) -> int:
-    """Problems finished in a run folder (whole trace lines)."""
+    """Problems finished in a run folder: each problem once, by its latest trace line (a problem
+    rerun after an error has two lines), an error not counted as finished."""
+    from reasoning.pipeline import latest_traces
     from reasoning.traces import TRACES, read_traces
+    from reasoning.types import StopReason
 
     try:
-        return len(read_traces(out / TRACES))
+        latest = latest_traces(read_traces(out / TRACES))
+        return sum(1 for t in latest if t.stop_reason is not StopReason.ERROR)
     except (OSError, ValueError):
         return 0
 
