@@ -230,6 +230,9 @@ class ShadowCollector:
     def _rows(self, trace: Trace, drafts: Mapping[int, JudgeRequest], split: str | None = None
               ) -> list[dict[str, Any]]:
         steps = [s for s in trace.steps if s.index in drafts and s.target_text is not None]
+        scored = getattr(self.reward, "scored", None)  # a reward that scores some steps only
+        if scored is not None:
+            steps = [s for s in steps if scored(s.index)]
         if not steps:
             return []
         # One reward call for the whole problem: per step its draft, then the target's step and

@@ -1,0 +1,82 @@
+"""Router labels grounded in the gold answer: the outcome reward on scripted models, and the
+collection -> training pipeline with it (issue 13, lever 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reasoning.backends.scripted import ScriptedGenerator
+from reasoning.segmenter import BlankLineSegmenter
+from reasoning.types import Problem
+from rewards.outcome import OutcomeJudge
+from routers.collect import ShadowCollector
+
+RIGHT = "Two plus two.\n\nIs four.\n\nThe answer is \\boxed{4}."
+WRONG = "Two plus two.\n\nIs five.\n\nThe answer is \\boxed{5}."
+
+
+def _target(pid: str, prefix: str) -> str:
+    """A target that writes RIGHT, and, continuing someone else's text, follows its lead: after
+    a step that says five it concludes 5, after a final step it stops."""
+    if RIGHT.startswith(prefix):
+        return RIGHT[len(prefix):]
+    if "boxed" in prefix:
+        return ""
+    return "The answer is \\boxed{5}." if "five" in prefix else "The answer is \\boxed{4}."
+
+
+def test_rows_are_labelled_by_which_step_reaches_the_gold_answer():
+    draft = ScriptedGenerator("draft", {"p": WRONG})
+    target = ScriptedGenerator("target", _target)
+    reward = OutcomeJudge(target, max_tokens=64)
+    rows = ShadowCollector(draft, target, reward, BlankLineSegmenter(), grader=None).run(
+        [Problem("p", "2 + 2?", "4")]).rows
+    got = [(r["step_index"], r["draft_step"], r["draft_score"], r["target_score"], r["advantage"])
+           for r in rows]
+    # step 0: the same text, advantage exactly 0; step 1: the draft's "five" leads to 5 (wrong),
+    # the target's "four" to 4; step 2: the draft's final answer is 5, the target's 4
+    assert got == [(0, "Two plus two.\n\n", 1.0, 1.0, 0.0), (1, "Is five.\n\n", 0.0, 1.0, 1.0),
+                   (2, "The answer is \\boxed{5}.", 0.0, 1.0, 1.0)]
+    # each scored side cost one continuation; the same-text step was scored once
+    assert reward.continuations == 5
+
+
+def test_every_kth_step_is_scored_and_only_those_are_rows():
+    draft = ScriptedGenerator("draft", {"p": WRONG})
+    target = ScriptedGenerator("target", _target)
+    reward = OutcomeJudge(target, max_tokens=64, every=2)
+    rows = ShadowCollector(draft, target, reward, BlankLineSegmenter(), grader=None).run(
+        [Problem("p", "2 + 2?", "4")]).rows
+    assert [r["step_index"] for r in rows] == [0, 2] and all(r["problem_steps"] == 2 for r in rows)
+
+
+def test_the_outcome_reward_needs_a_gold_answer_and_sane_settings():
+    target = ScriptedGenerator("target", _target)
+    from reasoning.protocols import JudgeRequest
+    from reasoning.types import Completion, FinishReason
+
+    step = Completion("Is four.\n\n", (), FinishReason.STOP)
+    with pytest.raises(ValueError, match="gold answer"):
+        OutcomeJudge(target).score([JudgeRequest(Problem("p", "q"), (), (), step, 1)])
+    with pytest.raises(ValueError, match="temperature"):
+        OutcomeJudge(target, samples=2)
+    with pytest.raises(ValueError, match="continue with"):
+        OutcomeJudge(None)
+
+
+def test_sampled_continuations_give_a_share():
+    # a continuer right on every other sample: seeds 0 and 1 differ only by the seed it is given
+    class Alternating(ScriptedGenerator):
+        def generate(self, requests):
+            out = super().generate(requests)
+            from dataclasses import replace
+
+            return [replace(c, text=" The answer is \\boxed{4}." if r.params.seed % 2 == 0
+                            else " The answer is \\boxed{3}.") for r, c in zip(requests, out)]
+
+    from reasoning.protocols import JudgeRequest
+    from reasoning.types import Completion, FinishReason
+
+    judge = OutcomeJudge(Alternating("target", _target), samples=4, temperature=0.7, seed=0)
+    step = Completion("Is four.\n\n", (), FinishReason.STOP)
+    assert judge.score([JudgeRequest(Problem("p", "q", "4"), (), (), step, 1)]) == [0.5]
