@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import platform
-import re
 import sys
 import time
 import tracemalloc
@@ -59,19 +58,48 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
-from reasoning.metrics import engine_seconds, headline_speedup, speedup, versus_baselines
+from reasoning.metrics import headline_speedup, speedup, versus_baselines
 from recipes import _cli, _runs
+from recipes._bench_plan import (  # noqa: F401 - the bench's names, kept importable from here
+    SWEPT_SECTIONS,
+    compose_preset,
+    concurrency_of,
+    plan_concurrency,
+    plan_runs,
+    point_name,
+    sweep_of,
+    sweep_point,
+)
+from recipes._bench_report import (  # noqa: F401
+    ESTIMATE_NOTE,
+    SWEEP_NOTE,
+    concurrency_report,
+    footer,
+    judge_share,
+    overhead_table,
+    run_entry,
+    sweep_report,
+)
 
 log = logging.getLogger("recipes.bench")
 
+
 CONFIG_NAME = "bench"
+
+
 BENCH = "bench.json"
+
+
 MODES = ("overhead", "models")
+
+
 _NOT_RESULT_KEYS = ("bench", "progress", "baseline", "new_folder", "cache")
 """Top-level keys left out of each run's saved config (they do not change its result)."""
 
 
 # -- overhead ---------------------------------------------------------------------------------
+
+
 def synthetic_answer(steps: int) -> str:
     r"""An answer of ``steps`` different steps (so no stop rule fires early), the last one final.
 
@@ -239,364 +267,6 @@ def run_overhead(cfg, out: Path) -> int:
     return _runs.exit_code(result["errors"], where="the loop (overhead bench)")
 
 
-def _mb(x: float | None) -> str:
-    return "-" if x is None else f"{x / 1e6:.1f} MB"
-
-
-def overhead_table(r: dict[str, Any]) -> str:
-    """The overhead bench's result as a few lines of text.
-
-    >>> r = {"problems": 4, "steps": 2, "total_steps": 8, "max_in_flight": 0, "loop_seconds": 0.0004,
-    ...      "per_step_us": 50.0, "model_seconds": 0.0008, "wall_seconds": 0.0012,
-    ...      "per_step_us_with_models": 150.0, "memory_by_problems": {"1": 1000, "4": 4000},
-    ...      "bytes_per_problem": 1000.0, "peak_rss_bytes": 2e8}
-    >>> print(overhead_table(r))
-    step loop overhead: 4 problems x 2 steps = 8 steps (max_in_flight 0)
-                              seconds  per step
-    loop alone                 0.0004   50.0 us
-    scripted models, judge     0.0008  100.0 us
-    total                      0.0012  150.0 us
-    memory (tracemalloc peak): 1 problems 0.0 MB, 4 problems 0.0 MB (1.0 KB per problem)
-    peak RSS: 200.0 MB
-    """
-    steps = r["total_steps"] or 1
-    lines = [f"step loop overhead: {r['problems']} problems x {r['steps']} steps = {r['total_steps']} "
-             f"steps (max_in_flight {r['max_in_flight']})",
-             f"{'':25s} {'seconds':>8s}  per step"]
-    for name, sec in (("loop alone", r["loop_seconds"]), ("scripted models, judge", r["model_seconds"]),
-                      ("total", r["wall_seconds"])):
-        lines.append(f"{name:25s} {sec:8.4f}  {1e6 * sec / steps:5.1f} us")
-    mem = ", ".join(f"{k} problems {_mb(v)}" for k, v in r["memory_by_problems"].items())
-    lines.append(f"memory (tracemalloc peak): {mem} ({r['bytes_per_problem'] / 1e3:.1f} KB per problem)")
-    lines.append(f"peak RSS: {_mb(r['peak_rss_bytes'])}")
-    return "\n".join(lines)
-
-
-# -- models -----------------------------------------------------------------------------------
-def compose_preset(name: str) -> Any:
-    """The composed ``evaluate`` config of the preset ``conf/recipe/<name>.yaml``.
-
-    Raises:
-        UserError: no such preset (naming the ones that exist), one that does not compose, or
-            a preset of the bench itself.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if name not in _cli.group_options("recipe"):
-        raise UserError(f"bench: {_cli.unknown_option_message('recipe', str(name))}")
-    overrides = [f"recipe={name}"]
-    try:
-        if GlobalHydra.instance().is_initialized():  # inside the running recipe
-            cfg = compose(config_name="evaluate", overrides=overrides)
-        else:
-            with initialize_config_dir(config_dir=str(_cli.CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name="evaluate", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise UserError(f"bench: recipe {name!r} does not compose: {_cli.one_line(e)}") from None
-    if "bench" in cfg:
-        raise UserError(f"bench: recipe {name!r} is a bench preset, not a method to run; name presets "
-                        "of recipes.evaluate in bench.baselines and bench.presets")
-    return cfg
-
-
-SWEPT_SECTIONS = ("judge", "policy")
-"""The parts of a run its preset gives, so the only ones a sweep of ``bench.sweep`` can change."""
-SWEEP_NOTE = ("runs with step-cache hits do not measure standalone time: their wall seconds leave out "
-              "what the cache answered; engine seconds count it at the seconds it took when computed")
-
-
-def sweep_of(node: Any) -> tuple[str, list[Any]] | None:
-    """``bench.sweep`` as ``(key, values)``, or None when there is none.
-
-    >>> sweep_of({"policy.threshold": [0.9, 0.8]}), sweep_of(None)
-    (('policy.threshold', [0.9, 0.8]), None)
-
-    Raises:
-        UserError: not a mapping of one ``judge.*`` or ``policy.*`` key to a non-empty list.
-    """
-    from omegaconf import OmegaConf
-
-    if node is None:
-        return None
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    example = "e.g. bench.sweep={policy.threshold:[0.9,0.8]}"
-    if not isinstance(plain, dict) or len(plain) != 1:
-        raise UserError(f"bench.sweep must map one key of the method to a list of values ({example}), "
-                        f"got {plain!r}")
-    (key, values), = plain.items()
-    key = str(key)
-    if key.split(".")[0] not in SWEPT_SECTIONS or "." not in key:
-        raise UserError(f"bench.sweep: {key} is not a key of the method: each run takes only "
-                        f"{' and '.join(s + '.*' for s in SWEPT_SECTIONS)} from its preset "
-                        f"(set {key}=... for the whole bench)")
-    if not isinstance(values, list) or not values:
-        raise UserError(f"bench.sweep: {key} needs a non-empty list of values ({example}), got {values!r}")
-    seen = [json.dumps(v, sort_keys=True) for v in values]
-    twice = sorted({v for v in seen if seen.count(v) > 1})
-    if twice:
-        raise UserError(f"bench.sweep: {key} lists {', '.join(twice)} more than once")
-    return key, values
-
-
-def point_name(preset: str, key: str, value: Any) -> str:
-    """A sweep point's run name (its sub-folder): the preset, the key's last part and the value.
-
-    >>> point_name("specreason", "policy.threshold", 0.9), point_name("x", "judge.mode", "a/b")
-    ('specreason-threshold=0.9', 'x-mode=a_b')
-    """
-    v = value if isinstance(value, str) else json.dumps(value)
-    return re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{preset}-{key.rsplit('.', 1)[-1]}={v}")
-
-
-def plan_runs(baselines: Sequence[str], presets: Sequence[str],
-              sweep: tuple[str, Sequence[Any]] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
-    """The runs in order, as ``(run name, preset, {key: swept value} or {})``: baselines first,
-    then each preset, or, with a sweep, each of its points in the order of the values.
-
-    >>> plan_runs(["target-only"], ["cpu-demo"])
-    [('target-only', 'target-only', {}), ('cpu-demo', 'cpu-demo', {})]
-    >>> [n for n, _, _ in plan_runs([], ["specreason"], ("policy.threshold", [0.9, 0.8]))]
-    ['specreason-threshold=0.9', 'specreason-threshold=0.8']
-
-    Raises:
-        UserError: nothing to run, a sweep without presets, or a name listed twice.
-    """
-    plan = [(str(b), str(b), {}) for b in baselines]
-    for p in map(str, presets):
-        if sweep is None:
-            plan.append((p, p, {}))
-        else:
-            key, values = sweep
-            plan += [(point_name(p, key, v), p, {key: v}) for v in values]
-    names = [n for n, _, _ in plan]
-    if not names:
-        raise UserError("bench: nothing to run: bench.baselines and bench.presets are both empty")
-    if sweep is not None and not presets:
-        raise UserError(f"bench.sweep of {sweep[0]} applies to each of bench.presets, which is empty")
-    twice = sorted({x for x in names if names.count(x) > 1})
-    if twice:
-        where = "bench.baselines and bench.presets" + (" (with bench.sweep)" if sweep else "")
-        raise UserError(f"bench: {', '.join(twice)} listed twice in {where}")
-    return plan
-
-
-def concurrency_of(node: Any) -> list[tuple[str, int]] | None:
-    """``bench.concurrency`` as ``[(schedule, in flight), ...]``, or None when there is none.
-
-    >>> concurrency_of({"schedules": ["lockstep", "async"], "in_flight": [1, 8]})
-    [('lockstep', 1), ('async', 1), ('lockstep', 8), ('async', 8)]
-
-    Raises:
-        UserError: not ``{schedules: [...], in_flight: [...]}`` of known schedules and counts >= 1.
-    """
-    from omegaconf import OmegaConf
-
-    from reasoning.schedule import SCHEDULES
-
-    if node is None:
-        return None
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    example = "e.g. bench.concurrency={schedules:[lockstep,async],in_flight:[1,8,32]}"
-    if not isinstance(plain, dict) or set(plain) != {"schedules", "in_flight"}:
-        raise UserError(f"bench.concurrency must have exactly the keys schedules and in_flight ({example}), "
-                        f"got {plain!r}")
-    schedules, counts = plain["schedules"], plain["in_flight"]
-    if not isinstance(schedules, list) or not schedules or any(x not in SCHEDULES for x in schedules):
-        raise UserError(f"bench.concurrency.schedules must be a non-empty list of {', '.join(SCHEDULES)}, "
-                        f"got {schedules!r}")
-    if (not isinstance(counts, list) or not counts
-            or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts)):
-        raise UserError("bench.concurrency.in_flight must be a non-empty list of integers >= 1, "
-                        f"got {counts!r}")
-    if len(set(schedules)) != len(schedules) or len(set(counts)) != len(counts):
-        raise UserError(f"bench.concurrency lists a value twice: {plain!r}")
-    return [(sch, int(c)) for c in counts for sch in schedules]
-
-
-def concurrency_report(points: Sequence[tuple[str, str, str, int, dict[str, Any]]]) -> dict[str, Any]:
-    """What ``bench.json`` says of ``bench.concurrency``: per run (``(name, preset, schedule, in
-    flight, summary)``) its throughput and latency, and async over lockstep per preset and count.
-
-    >>> s = {"problems": 10, "wall_seconds": 60.0, "accuracy": 0.5,
-    ...      "latency_seconds": {"mean": 6.0, "p50": 5.0, "p90": 9.0}}
-    >>> r = concurrency_report([("a", "x", "lockstep", 8, s),
-    ...                         ("b", "x", "async", 8, {**s, "wall_seconds": 30.0})])
-    >>> r["runs"][1]["problems_per_minute"], r["async_over_lockstep"]
-    (20.0, {'x': {'8': 2.0}})
-    """
-    runs, ppm = [], {}
-    for name, preset, sch, n, s in points:
-        wall = s.get("wall_seconds") or 0.0
-        rate = s["problems"] / wall * 60 if wall else None
-        ppm[(preset, sch, n)] = rate
-        lat = s.get("latency_seconds") or {}
-        runs.append({"name": name, "preset": preset, "schedule": sch, "in_flight": n,
-                     "problems": s["problems"], "accuracy": s.get("accuracy"), "wall_seconds": wall,
-                     "problems_per_minute": rate, "latency_seconds": lat})
-    ratio: dict[str, dict[str, float | None]] = {}
-    for (preset, sch, n), rate in ppm.items():
-        if sch == "async" and (preset, "lockstep", n) in ppm:
-            lock = ppm[(preset, "lockstep", n)]
-            ratio.setdefault(preset, {})[str(n)] = rate / lock if rate and lock else None
-    return {"runs": runs, "async_over_lockstep": ratio}
-
-
-def plan_concurrency(plan: list[tuple[str, str, dict[str, Any]]], presets: Sequence[str],
-                     conc: Sequence[tuple[str, int]]) -> tuple[list[tuple[str, str, dict[str, Any]]],
-                                                               dict[str, tuple[str, int]]]:
-    """``plan`` with each run of a preset replaced by one run per ``(schedule, in flight)`` of
-    ``conc``, named ``<run>-<schedule>-<in flight>``; and those runs' ``(schedule, in flight)``.
-
-    >>> plan, points = plan_concurrency([("t", "t", {}), ("x", "x", {})], ["x"], [("async", 8)])
-    >>> [n for n, _, _ in plan], points
-    (['t', 'x-async-8'], {'x-async-8': ('async', 8)})
-    """
-    wanted = {str(p) for p in presets}
-    out, points = [], {}
-    for n, p, point in plan:
-        if p not in wanted:
-            out.append((n, p, point))
-            continue
-        for sch, k in conc:
-            out.append((f"{n}-{sch}-{k}", p, point))
-            points[f"{n}-{sch}-{k}"] = (sch, k)
-    return out, points
-
-
-def sweep_point(method: Any, preset: str, point: dict[str, Any]) -> Any:
-    """The preset's composed config ``method`` with the sweep ``point`` set (a copy; no point:
-    ``method`` itself).
-
-    Raises:
-        UserError: a key the preset does not have, naming the keys it has.
-    """
-    import copy
-    import difflib
-
-    from omegaconf import OmegaConf
-
-    if not point:
-        return method
-    missing = object()
-    out = copy.deepcopy(method)
-    for key, value in point.items():
-        if OmegaConf.select(method, key, default=missing) is missing:
-            section = key.split(".")[0]
-            have = sorted(f"{section}.{k}" for k in (method.get(section) or {}) if not str(k).startswith("_"))
-            near = difflib.get_close_matches(key, have, n=1, cutoff=0.5)
-            hint = f"; did you mean {near[0]}?" if near else ""
-            raise UserError(f"bench.sweep: preset {preset!r} has no key {key} "
-                            f"(it has {', '.join(have)}){hint}")
-        OmegaConf.update(out, key, value, merge=False)
-    return out
-
-
-def judge_share(summary: dict[str, Any], base: dict[str, Any] | None) -> float | None:
-    """A run's judge seconds per judge call over target-only's target seconds per step: what one
-    judge call costs as a share of the target writing one step (batched calls amortised over
-    their items, cache hits at the seconds they took). None without judge calls or a baseline.
-
-    >>> judge_share({"judge_calls": 10, "seconds": {"judge": 5.0}},
-    ...             {"target_steps": 20, "seconds": {"target": 40.0}})
-    0.25
-    >>> judge_share({"judge_calls": 0, "seconds": {"judge": 0.0}}, None) is None
-    True
-    """
-    if base is None or not summary.get("judge_calls") or not base.get("target_steps"):
-        return None
-    per_step = base["seconds"]["target"] / base["target_steps"]
-    return (summary["seconds"]["judge"] / summary["judge_calls"]) / per_step if per_step > 0 else None
-
-
-def run_entry(name: str, summary: dict[str, Any], speedup: float | None, preset: str | None = None,
-              point: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What ``bench.json`` keeps of one run's summary (``preset``: the preset it ran, ``point``: the
-    swept value of a sweep point)."""
-    entry = {"dir": name, "preset": preset or name, **({"point": dict(point)} if point else {}),
-             "policy": summary.get("policy"), "problems": summary["problems"],
-             "accuracy": summary["accuracy"], "correct": summary["correct"], "graded": summary["graded"],
-             "accuracy_ci95": summary["accuracy_ci95"], "wall_seconds": summary["wall_seconds"],
-             "speedup_vs_target_only": speedup, "target_step_share": summary["target_step_share"],
-             "tokens": summary["tokens"], "engine_seconds": engine_seconds(summary),
-             "judge_seconds": summary["seconds"]["judge"],
-             "judge_calls": summary["judge_calls"], "draft_acceptance": summary["draft_acceptance"],
-             "token_budget_share": summary["token_budget_share"], "errors": summary["errors"],
-             "cost": summary.get("cost")}
-    entry.update({k: summary[k] for k in ("cache_hits", "cache_misses", "cache", "load_seconds")
-                  if k in summary})
-    return entry
-
-
-def sweep_report(key: str, values: Sequence[Any],
-                 points: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """What ``bench.json`` says of a sweep: its points' wall seconds in all, and its most
-    expensive point, the one whose target generated the most tokens (the first of equals).
-
-    ``engine_seconds`` is the point's :func:`engine_seconds`.
-
-    >>> s = {"wall_seconds": 2.0, "tokens": {"target": 30},
-    ...      "seconds": {"draft": 1.0, "judge": 0.0, "target": 1.0}}
-    >>> r = sweep_report("policy.threshold", [0.9, 0.5], [("a", s), ("b", {**s, "wall_seconds": 0.5,
-    ...                  "tokens": {"target": 10}, "cache_hits": 4})])
-    >>> top = r["most_expensive_point"]
-    >>> r["wall_seconds_total_points"], top["name"], top["wall_seconds"], top["engine_seconds"]
-    (2.5, 'a', 2.0, 2.0)
-    """
-    name, top = max(points, key=lambda p: p[1]["tokens"]["target"])
-    return {"key": key, "values": list(values), "points": [n for n, _ in points],
-            "wall_seconds_total_points": sum(s.get("wall_seconds") or 0.0 for _, s in points),
-            "most_expensive_point": {"name": name, "wall_seconds": top.get("wall_seconds"),
-                                     "target_tokens": top["tokens"]["target"],
-                                     "engine_seconds": engine_seconds(top),
-                                     "cache_hits": top.get("cache_hits", 0)},
-            "note": SWEEP_NOTE}
-
-
-ESTIMATE_NOTE = ("~ marks an estimate: the run's steps (or target-only's) came partly from the step cache, "
-                 "counted at the seconds they took when computed, not measured standalone")
-
-
-def footer(result: dict[str, Any]) -> str:
-    """The lines under the table: the bench's wall time and, after a sweep, the sweep's against its
-    most expensive point's.
-
-    >>> r = {"wall_seconds_total": 9.0, "load_seconds": {"target": 3.0}, "sweep": {
-    ...      "key": "policy.threshold", "points": ["a", "b"], "wall_seconds_total_points": 6.0,
-    ...      "most_expensive_point": {"name": "a", "wall_seconds": 4.0, "engine_seconds": 5.0,
-    ...                               "cache_hits": 0}, "note": "n"}}
-    >>> print(footer(r))
-    wall seconds: 9.00 for the whole bench (models loaded: target 3.00 s, not counted)
-    sweep of policy.threshold, 2 points: 6.00 s in all, 1.50x its most expensive point
-    most expensive point (most target tokens): a, 4.00 s (engine seconds 5.00)
-    """
-    loads = ", ".join(f"{n} {v:.2f} s" for n, v in (result.get("load_seconds") or {}).items()) or "none"
-    lines = [f"wall seconds: {result['wall_seconds_total']:.2f} for the whole bench "
-             f"(models loaded: {loads}, not counted)"]
-    sw = result.get("sweep")
-    for r in (result.get("concurrency") or {}).get("runs", []):
-        lat = r["latency_seconds"]
-        rate = f"{r['problems_per_minute']:.2f}" if r["problems_per_minute"] else "-"
-        lines.append(f"{r['name']}: {rate} problems/min, latency p50 {lat.get('p50', 0.0):.2f} s "
-                     f"p90 {lat.get('p90', 0.0):.2f} s")
-    for preset, by_n in ((result.get("concurrency") or {}).get("async_over_lockstep") or {}).items():
-        lines.append(f"{preset}: async over lockstep throughput " + ", ".join(
-            f"{n} in flight {v:.2f}x" if v else f"{n} in flight -" for n, v in by_n.items()))
-    if sw:
-        top, total = sw["most_expensive_point"], sw["wall_seconds_total_points"]
-        wall = top["wall_seconds"]
-        ratio = f", {total / wall:.2f}x its most expensive point" if wall else ""
-        n = len(sw["points"])
-        lines.append(f"sweep of {sw['key']}, {n} point{'s' * (n != 1)}: {total:.2f} s in all{ratio}")
-        lines.append(f"most expensive point (most target tokens): {top['name']}, {wall or 0.0:.2f} s "
-                     f"(engine seconds {top['engine_seconds']:.2f})")
-        if top["cache_hits"]:
-            lines.append(f"note: {top['name']} had {top['cache_hits']} step-cache hits; {sw['note']}")
-    return "\n".join(lines)
-
-
 def _loaded_seconds(lazies: dict[str, Any]) -> float:
     return sum(g.load_seconds for g in lazies.values())
 
@@ -738,7 +408,6 @@ def _write_bench(out: Path, result: dict[str, Any]) -> Path:
     return p
 
 
-# -- the program ------------------------------------------------------------------------------
 def run(cfg) -> int:
     """Run the composed config ``cfg``; returns the exit code."""
     from hydra.core.hydra_config import HydraConfig
