@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
-from reasoning.protocols import Generator, Judge, JudgeRequest
+from reasoning.protocols import Generator, Judge, JudgeRequest, option
 from reasoning.types import Completion, GenerationRequest, to_dict
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ class CachedJudge(_Delegating):
 
     @property
     def needs_logprobs(self) -> Any:
-        return getattr(self.inner, "needs_logprobs", False)
+        return option(self.inner, "needs_logprobs")
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}

@@ -28,6 +28,7 @@ from reasoning.protocols import (
     Segmenter,
     StepContext,
     StepPolicy,
+    option,
     policy_option,
 )
 from reasoning.stops import default_stop_rules
@@ -524,7 +525,7 @@ def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[f
     Raises:
         RuntimeError: the judge returned another number of scores than it was asked for.
     """
-    timed = getattr(judge, "score_timed", None)
+    timed = option(judge, "score_timed")
     if timed is not None:
         scores, seconds = timed(requests)
         scores = list(scores)
@@ -555,7 +556,7 @@ def judge_logprobs(judge: object) -> int | None:
     >>> judge_logprobs(object()), judge_logprobs(Wants())
     (None, 5)
     """
-    need = getattr(judge, "needs_logprobs", False)
+    need = option(judge, "needs_logprobs")
     if need is None or need is False:
         return None
     if need is True:

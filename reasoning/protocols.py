@@ -45,6 +45,42 @@ class Generator(Protocol):
         ...
 
 
+OPTIONS = {
+    "needs_logprobs": False,
+    "concurrent_calls": None,
+    "cache_identity": None,
+    "score_timed": None,
+    "reset_cache": None,
+}
+"""The optional attributes of generators and judges that the engine, the schedules and the step
+cache read, and what an object without one means (one place for the defaults):
+
+- ``needs_logprobs`` (judge; bool or int): what the judge needs of the draft's logprobs
+  (:func:`reasoning.engine.judge_logprobs`).
+- ``concurrent_calls`` (generator or judge; bool): it may be called from several threads at
+  once and gains by it (servers, judges with no engine); None: not said (a judge then follows
+  its ``generator``; see :func:`reasoning.schedule.takes_concurrent_calls`).
+- ``cache_identity`` (judge; JSON-ready): what, beyond its config, changes its scores (a
+  router's files), part of its step-cache key.
+- ``score_timed(requests) -> (scores, seconds per item)`` (judge): it knows its own cost per
+  item (see :func:`reasoning.engine.timed_scores`).
+- ``reset_cache() -> bool`` (generator): empty its engine caches (see :func:`reset_cache`).
+
+A wrapper (the step cache's, the async schedule's, the CLI's lazy one) must show each of these
+as its inner object has it: ``tests/unit/test_protocols.py`` checks every wrapper.
+"""
+
+
+def option(obj: object, name: str):
+    """``obj``'s optional attribute ``name`` (see :data:`OPTIONS`), or its default.
+
+    >>> class Server: concurrent_calls = True
+    >>> option(Server(), "concurrent_calls"), option(object(), "needs_logprobs")
+    (True, False)
+    """
+    return getattr(obj, name, OPTIONS[name])
+
+
 def reset_cache(gen: object) -> bool | None:
     """Empty a generator's engine caches (llama.cpp's sequences, vLLM's prefix cache) through
     its optional ``reset_cache()``, so that its next call reads every prompt anew.
@@ -58,7 +94,7 @@ def reset_cache(gen: object) -> bool | None:
     >>> reset_cache(Engine()), reset_cache(object())
     (True, None)
     """
-    fn = getattr(gen, "reset_cache", None)
+    fn = option(gen, "reset_cache")
     return None if fn is None else bool(fn())
 
 

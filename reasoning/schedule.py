@@ -36,6 +36,7 @@ from typing import Any
 
 from reasoning.engine import SCHEDULES as _SCHEDULES
 from reasoning.engine import StepEngine, timed_scores
+from reasoning.protocols import option
 from reasoning.types import Problem, Trace
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def takes_concurrent_calls(obj: Any) -> bool:
     >>> takes_concurrent_calls(Server()), takes_concurrent_calls(Judge()), takes_concurrent_calls(object())
     (True, True, False)
     """
-    flag = getattr(obj, "concurrent_calls", None)
+    flag = option(obj, "concurrent_calls")
     if flag is not None:
         return bool(flag)
     gen = getattr(obj, "generator", None)

@@ -110,6 +110,7 @@ def wrap_with_cache(cfg: Any, draft: Any, target: Any, judge: Any, judge_bound: 
     if not c.get("path"):
         return None, draft, target, judge, {}
     from reasoning.cache import CachedGenerator, CachedJudge, StepCache, model_identity
+    from reasoning.protocols import option
 
     if store is None:
         store = StepCache(c.path)
@@ -120,7 +121,7 @@ def wrap_with_cache(cfg: Any, draft: Any, target: Any, judge: Any, judge_bound: 
     if c.get("judge", True):
         node = cfg.judge if judge_cfg is None else judge_cfg
         key = {"judge": OmegaConf.to_container(node, resolve=True), "models": ids if judge_bound else None}
-        content = getattr(judge, "cache_identity", None)  # e.g. a router's files: same path, new router
+        content = option(judge, "cache_identity")  # e.g. a router's files: same path, new router
         if content is not None:
             key["content"] = content
         jid = model_identity(key)

@@ -1,0 +1,87 @@
+"""Every wrapper shows its inner object's optional attributes (reasoning.protocols.OPTIONS) as
+the inner object has them: the step cache's, the async schedule's and the CLI's lazy wrappers.
+A wrapper that hid one would silently change behaviour (the lazy wrapper once hid
+``concurrent_calls``, and async then queued server calls behind the engine thread)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from reasoning.cache import CachedGenerator, CachedJudge, StepCache
+from reasoning.protocols import OPTIONS, option, reset_cache
+from reasoning.schedule import GatheredGenerator, GatheredJudge, takes_concurrent_calls
+
+
+class Inner:
+    """A generator and judge that sets every optional attribute away from its default."""
+
+    name = "inner"
+    needs_logprobs = 7
+    concurrent_calls = True
+    cache_identity = {"files": "abc"}
+
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def generate(self, requests):
+        return []
+
+    def score(self, requests):
+        return [0.5] * len(requests)
+
+    def score_timed(self, requests):
+        return [0.5] * len(requests), 0.25
+
+    def reset_cache(self):
+        self.resets += 1
+        return True
+
+    def close(self):
+        pass
+
+
+def wrappers(tmp_path):
+    store = StepCache(tmp_path / "c.sqlite")
+    inner = Inner()
+    return inner, store, {
+        "CachedGenerator": CachedGenerator(inner, store, "m"),
+        "CachedJudge": CachedJudge(inner, store, "j"),
+        "GatheredGenerator": GatheredGenerator(inner, None),
+        "GatheredJudge": GatheredJudge(inner, None),
+    }
+
+
+@pytest.mark.parametrize("attr", ["needs_logprobs", "concurrent_calls", "cache_identity"])
+def test_wrappers_show_the_inner_objects_values(tmp_path, attr):
+    inner, store, ws = wrappers(tmp_path)
+    try:
+        for name, w in ws.items():
+            assert option(w, attr) == getattr(inner, attr) != OPTIONS[attr], (name, attr)
+    finally:
+        store.close()
+
+
+def test_wrappers_forward_reset_cache_and_know_their_judges_cost(tmp_path):
+    inner, store, ws = wrappers(tmp_path)
+    try:
+        for name in ("CachedGenerator", "GatheredGenerator"):
+            assert reset_cache(ws[name]) is True, name
+        assert inner.resets == 2
+        assert option(ws["CachedJudge"], "score_timed") is not None
+        assert option(ws["GatheredJudge"], "score_timed") is not None
+        assert all(takes_concurrent_calls(w) for w in ws.values())
+    finally:
+        store.close()
+
+
+def test_the_lazy_wrapper_shows_them_before_and_after_it_builds(tmp_path):
+    from recipes._cli import LazyGenerator
+
+    cfg = OmegaConf.create({"_target_": "reasoning.backends.scripted.ScriptedGenerator", "name": "draft",
+                            "solutions": {"p": "x"}})
+    lazy = LazyGenerator(cfg, "draft")
+    assert option(lazy, "concurrent_calls") is False and not lazy.loaded  # read from the class
+    assert reset_cache(lazy) is True and not lazy.loaded  # nothing built: nothing cached
+    lazy.get()
+    assert reset_cache(lazy) is True  # the scripted double's own reset_cache
