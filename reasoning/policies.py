@@ -100,6 +100,22 @@ def _held(ctx: StepContext, hold: int) -> bool:
     return 0 < ctx.target_run <= hold
 
 
+def _route_held(p, ctx: StepContext) -> Route:
+    """Route of a policy with ``warmup_steps``, ``hold`` and ``confident``: the target for the
+    warm-up and, without ``confident``, for a held step; else the draft."""
+    if ctx.step_index < p.warmup_steps:
+        return Route.TARGET
+    return Route.TARGET if _held(ctx, p.hold) and p.confident is None else Route.DRAFT
+
+
+def _decide_held(p, score: float | None, ctx: StepContext, missing: str) -> Decision:
+    """Keep at ``threshold``, or at ``confident`` within a hold."""
+    if score is None:
+        raise ValueError(f"{missing}, got None")
+    bar = p.confident if _held(ctx, p.hold) and p.confident is not None else p.threshold
+    return Decision.ACCEPT if score >= bar else Decision.REJECT
+
+
 @dataclass(frozen=True, slots=True)
 class HysteresisPolicy:
     """Hand-off-aware: once the target has written a step, it keeps the next ``hold`` steps too.
@@ -141,15 +157,10 @@ class HysteresisPolicy:
         return True
 
     def route(self, ctx: StepContext) -> Route:
-        if ctx.step_index < self.warmup_steps:
-            return Route.TARGET
-        return Route.TARGET if _held(ctx, self.hold) and self.confident is None else Route.DRAFT
+        return _route_held(self, ctx)
 
     def decide(self, score: float | None, ctx: StepContext) -> Decision:
-        if score is None:
-            raise ValueError("HysteresisPolicy needs a judge score, got None")
-        bar = self.confident if _held(ctx, self.hold) and self.confident is not None else self.threshold
-        return Decision.ACCEPT if score >= bar else Decision.REJECT
+        return _decide_held(self, score, ctx, "HysteresisPolicy needs a judge score")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +204,10 @@ class GlimpsePolicy:
         return True
 
     def route(self, ctx: StepContext) -> Route:
-        if ctx.step_index < self.warmup_steps:
-            return Route.TARGET
-        return Route.TARGET if _held(ctx, self.hold) and self.confident is None else Route.DRAFT
+        return _route_held(self, ctx)
 
     def decide(self, score: float | None, ctx: StepContext) -> Decision:
-        if score is None:
-            raise ValueError("GlimpsePolicy needs a judge score of the glimpse, got None")
-        bar = self.confident if _held(ctx, self.hold) and self.confident is not None else self.threshold
-        return Decision.ACCEPT if score >= bar else Decision.REJECT
+        return _decide_held(self, score, ctx, "GlimpsePolicy needs a judge score of the glimpse")
 
 
 @dataclass(frozen=True, slots=True)
