@@ -171,6 +171,12 @@ class HFGenerator:
                     out[i] = c
         return [c for c in out if c is not None]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids`` (special tokens kept, spaces not cleaned up): what a completion's
+        ``text`` is of its ``token_ids``."""
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False,
+                                      clean_up_tokenization_spaces=False)
+
     def close(self) -> None:
         """Free the model and tokenizer. Idempotent."""
         if getattr(self, "_model", None) is None:
