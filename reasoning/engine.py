@@ -29,7 +29,6 @@ from reasoning.protocols import (
     StepContext,
     StepPolicy,
     option,
-    policy_option,
 )
 from reasoning.stops import default_stop_rules
 from reasoning.types import (
@@ -190,13 +189,13 @@ class StepEngine:
         self.config = config or LoopConfig()
         self.stop_rules = tuple(stop_rules) if stop_rules is not None else default_stop_rules(
             segmenter, self.config.max_steps, self.config.max_repeats, self.config.stop_at_answer)
-        lp, need = self.config.draft_logprobs, judge_logprobs(judge)
-        pneed = judge_logprobs(_PolicyNeeds(policy))
-        need = pneed if need is None else need if pneed is None else max(need, pneed)
-        self._draft_logprobs = need if lp is None else lp if need is None else max(lp, need)
-        self._glimpse = int(policy_option(policy, "glimpse_tokens") or 0)
-        self._chunk = int(policy_option(policy, "chunk_tokens") or 0)
-        self._keep_aborted = policy_option(policy, "keep_aborted")
+        # The most any of config, judge and policy asks of the draft (None: nothing).
+        asked = [x for x in (self.config.draft_logprobs, judge_logprobs(judge), judge_logprobs(policy))
+                 if x is not None]
+        self._draft_logprobs = max(asked) if asked else None
+        self._glimpse = int(option(policy, "glimpse_tokens") or 0)
+        self._chunk = int(option(policy, "chunk_tokens") or 0)
+        self._keep_aborted = option(policy, "keep_aborted")
         if self._glimpse and self._chunk:
             raise ValueError(f"{type(policy).__name__}: glimpse_tokens and chunk_tokens cannot both be set")
         if self._chunk and not callable(getattr(policy, "keep_drafting", None)):
@@ -536,13 +535,6 @@ def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[f
     if len(scores) != len(requests):
         raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
     return scores, float(seconds)
-
-
-class _PolicyNeeds:
-    """A policy's ``needs_logprobs`` read as a judge's (see :func:`judge_logprobs`)."""
-
-    def __init__(self, policy: object) -> None:
-        self.needs_logprobs = policy_option(policy, "needs_logprobs")
 
 
 def judge_logprobs(judge: object) -> int | None:

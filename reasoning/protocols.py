@@ -51,11 +51,15 @@ OPTIONS = {
     "cache_identity": None,
     "score_timed": None,
     "reset_cache": None,
+    "glimpse_tokens": 0,
+    "chunk_tokens": 0,
+    "keep_aborted": "discard",
 }
-"""The optional attributes of generators and judges that the engine, the schedules and the step
-cache read, and what an object without one means (one place for the defaults):
+"""The optional attributes of generators, judges and policies that the engine, the schedules
+and the step cache read, and what an object without one means (one place for the defaults;
+the policies' are described under :class:`StepPolicy`):
 
-- ``needs_logprobs`` (judge; bool or int): what the judge needs of the draft's logprobs
+- ``needs_logprobs`` (judge or policy; bool or int): what it needs of the draft's logprobs
   (:func:`reasoning.engine.judge_logprobs`).
 - ``concurrent_calls`` (generator or judge; bool): it may be called from several threads at
   once and gains by it (servers, judges with no engine); None: not said (a judge then follows
@@ -177,8 +181,8 @@ class StepContext:
 class StepPolicy(Protocol):
     """Routes a step to the draft or the target and decides on a scored draft.
 
-    A policy may also steer the drafting itself, through optional attributes the loop reads
-    with :func:`policy_option` (defaults in :data:`POLICY_OPTIONS`):
+    A policy may also steer the drafting itself, through optional attributes the engine reads
+    with :func:`option` (defaults in :data:`OPTIONS`):
 
     - ``glimpse_tokens`` (int): decide before drafting. The draft writes only this many tokens
       of the step; the judge scores that glimpse and ``decide`` rules on it: ``accept`` lets the
@@ -206,20 +210,6 @@ class StepPolicy(Protocol):
     def decide(self, score: float | None, ctx: StepContext) -> Decision:
         """``accept`` to keep the drafted step, ``reject`` to have the target rewrite it."""
         ...
-
-
-POLICY_OPTIONS = {"glimpse_tokens": 0, "chunk_tokens": 0, "keep_aborted": "discard", "needs_logprobs": False}
-"""The optional attributes of a :class:`StepPolicy` and what a policy without them means."""
-
-
-def policy_option(policy: object, name: str):
-    """A policy's optional attribute ``name`` (see :class:`StepPolicy`), or its default.
-
-    >>> class Glimpse: glimpse_tokens = 2
-    >>> policy_option(Glimpse(), "glimpse_tokens"), policy_option(object(), "keep_aborted")
-    (2, 'discard')
-    """
-    return getattr(policy, name, POLICY_OPTIONS[name])
 
 
 @runtime_checkable
