@@ -100,22 +100,6 @@ def _held(ctx: StepContext, hold: int) -> bool:
     return 0 < ctx.target_run <= hold
 
 
-def _route_held(p, ctx: StepContext) -> Route:
-    """Route of a policy with ``warmup_steps``, ``hold`` and ``confident``: the target for the
-    warm-up and, without ``confident``, for a held step; else the draft."""
-    if ctx.step_index < p.warmup_steps:
-        return Route.TARGET
-    return Route.TARGET if _held(ctx, p.hold) and p.confident is None else Route.DRAFT
-
-
-def _decide_held(p, score: float | None, ctx: StepContext, missing: str) -> Decision:
-    """Keep at ``threshold``, or at ``confident`` within a hold."""
-    if score is None:
-        raise ValueError(f"{missing}, got None")
-    bar = p.confident if _held(ctx, p.hold) and p.confident is not None else p.threshold
-    return Decision.ACCEPT if score >= bar else Decision.REJECT
-
-
 @dataclass(frozen=True, slots=True)
 class HysteresisPolicy:
     """Hand-off-aware: once the target has written a step, it keeps the next ``hold`` steps too.
@@ -157,14 +141,19 @@ class HysteresisPolicy:
         return True
 
     def route(self, ctx: StepContext) -> Route:
-        return _route_held(self, ctx)
+        if ctx.step_index < self.warmup_steps:
+            return Route.TARGET
+        return Route.TARGET if _held(ctx, self.hold) and self.confident is None else Route.DRAFT
 
     def decide(self, score: float | None, ctx: StepContext) -> Decision:
-        return _decide_held(self, score, ctx, "HysteresisPolicy needs a judge score")
+        if score is None:
+            raise ValueError(f"{type(self).__name__} needs a judge score, got None")
+        bar = self.confident if _held(ctx, self.hold) and self.confident is not None else self.threshold
+        return Decision.ACCEPT if score >= bar else Decision.REJECT
 
 
 @dataclass(frozen=True, slots=True)
-class GlimpsePolicy:
+class GlimpsePolicy(HysteresisPolicy):
     """Decide before drafting (after GlimpRouter): judge the first tokens of a step, not the step.
 
     The draft writes only the first ``glimpse_tokens`` tokens of the step; the judge scores
@@ -172,15 +161,16 @@ class GlimpsePolicy:
     how to start the step); at ``threshold`` or more the draft writes the rest of the step and
     it is kept with no further judge call, under it the target writes the step and only the
     glimpse was drafted in vain (against a whole rejected draft with a judge after drafting).
-    ``hold`` and ``confident`` work as in :class:`HysteresisPolicy`: after the target wrote a
-    step, it keeps the next ``hold`` steps, or, with ``confident``, the glimpse must score that.
+    ``hold`` and ``confident`` are :class:`HysteresisPolicy`'s (whose routing and deciding it
+    shares): after the target wrote a step, it keeps the next ``hold`` steps, or, with
+    ``confident``, the glimpse must score that.
 
     Attributes:
         threshold: Lowest glimpse score at which the draft writes the step.
-        glimpse_tokens: Tokens the draft writes before the judge decides (>= 1).
         hold: Steps the target keeps after it wrote one (0: none).
         confident: Within a hold, the glimpse score needed instead (None: held steps skip the draft).
         warmup_steps: The first this many steps of every problem go to the target.
+        glimpse_tokens: Tokens the draft writes before the judge decides (>= 1).
 
     >>> p = GlimpsePolicy(threshold=0.6, glimpse_tokens=2)
     >>> ctx = StepContext(1, 0, 100, 0)
@@ -189,25 +179,13 @@ class GlimpsePolicy:
     """
 
     threshold: float = 0.5
-    glimpse_tokens: int = 1
     hold: int = 0
-    confident: float | None = None
-    warmup_steps: int = 0
+    glimpse_tokens: int = 1
 
     def __post_init__(self) -> None:
-        _check_common(self.threshold, self.warmup_steps, self.hold, self.confident)
+        HysteresisPolicy.__post_init__(self)
         if self.glimpse_tokens < 1:
             raise ValueError(f"policy.glimpse_tokens must be >= 1, got {self.glimpse_tokens}")
-
-    @property
-    def needs_judge(self) -> bool:
-        return True
-
-    def route(self, ctx: StepContext) -> Route:
-        return _route_held(self, ctx)
-
-    def decide(self, score: float | None, ctx: StepContext) -> Decision:
-        return _decide_held(self, score, ctx, "GlimpsePolicy needs a judge score of the glimpse")
 
 
 @dataclass(frozen=True, slots=True)
