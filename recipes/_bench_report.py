@@ -138,10 +138,6 @@ def sweep_report(key: str, values: Sequence[Any],
             "note": SWEEP_NOTE}
 
 
-ESTIMATE_NOTE = ("~ marks an estimate: the run's steps (or target-only's) came partly from the step cache, "
-                 "counted at the seconds they took when computed, not measured standalone")
-
-
 def footer(result: dict[str, Any]) -> str:
     """The lines under the table: the bench's wall time and, after a sweep, the sweep's against its
     most expensive point's.

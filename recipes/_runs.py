@@ -208,11 +208,44 @@ def exit_code(failed: int, where: str = "traces.jsonl") -> int:
     return EXIT_PROBLEMS_FAILED
 
 
+ESTIMATE_NOTE = ("~ marks an estimate: the run's steps (or target-only's) came partly from the step cache, "
+                 "counted at the seconds they took when computed, not measured standalone")
+
+
+def beside_baselines(rows: Sequence[tuple[str, Mapping[str, Any]]], dirs: Mapping[str, Path],
+                     base_name: str | None, draft_name: str | None,
+                     pair_base: bool = True) -> dict[str, dict[str, Any]]:
+    """Per run (by name, ``rows`` of ``(name, summary)``, each written into ``dirs[name]``): its
+    speed-up over the target-only run ``base_name``'s engine seconds and whether that is an
+    estimate (:func:`reasoning.metrics.headline_speedup`), its paired difference from target-only
+    and its place against the mixing line to the draft-only run ``draft_name``
+    (:func:`reasoning.metrics.versus_baselines`); ``pair_base=False`` leaves target-only's own
+    comparison with itself out."""
+    from reasoning.metrics import headline_speedup, versus_baselines
+
+    summaries = dict(rows)
+    correct = {n: correct_by_problem(dirs[n]) for n, _ in rows}
+    base = summaries.get(base_name) if base_name is not None else None
+    pair = None if base is None else (base, correct[base_name])
+    mix = None if draft_name is None else (summaries[draft_name], correct[draft_name])
+    out = {}
+    for n, s in rows:
+        sp, est = headline_speedup(s, base)
+        out[n] = {"speedup_vs_target_only": sp, "speedup_is_estimate": est}
+        if pair_base or n != base_name:
+            out[n].update(versus_baselines(s, correct[n], pair, mix))
+    return out
+
+
 def correct_by_problem(run_dir: Path) -> dict[str, bool]:
-    """``{problem id: correct}`` of the graded traces in ``run_dir``."""
+    """``{problem id: correct}`` of the graded traces in ``run_dir`` (a problem's latest line
+    wins; {} without a trace file)."""
     from reasoning.traces import TRACES, read_traces
 
-    return {t.problem_id: bool(t.correct) for t in read_traces(run_dir / TRACES) if t.correct is not None}
+    p = run_dir / TRACES
+    if not p.exists():
+        return {}
+    return {t.problem_id: bool(t.correct) for t in read_traces(p) if t.correct is not None}
 
 
 def reset_engine_caches(models: dict[str, Any]) -> dict[str, str]:

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
-from reasoning.metrics import headline_speedup, speedup, versus_baselines
+from reasoning.metrics import speedup
 from recipes import _cli, _runs
 from recipes._bench_plan import (  # noqa: F401 - the bench's names, kept importable from here
     SWEPT_SECTIONS,
@@ -71,7 +71,6 @@ from recipes._bench_plan import (  # noqa: F401 - the bench's names, kept import
     sweep_point,
 )
 from recipes._bench_report import (  # noqa: F401
-    ESTIMATE_NOTE,
     SWEEP_NOTE,
     concurrency_report,
     footer,
@@ -341,9 +340,9 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     draft_name = next((n for n, s in rows if s.get("policy") == "AlwaysDraft"), None)
     summaries = dict(rows)
     base = summaries.get(base_name)
-    heads = [headline_speedup(s, base) for _, s in rows]
-    speedups = [h for h, _ in heads]
-    estimates = [e for _, e in heads]
+    heads = _runs.beside_baselines(rows, {n: out / n for n, _ in rows}, base_name, draft_name)
+    speedups = [heads[n].pop("speedup_vs_target_only") for n, _ in rows]
+    estimates = [heads[n]["speedup_is_estimate"] for n, _ in rows]
     result = {"mode": "models", "recipe": recipe, "problems": len(problems),
               "dataset": _plain(cfg.dataset),
               "load_seconds": load_s, "wall_seconds_total": total_s,
@@ -352,18 +351,14 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
                                "an estimate where either had step-cache hits",
               "runs": {n: run_entry(n, s, sp, preset, point)
                        for (n, s), sp, (_, preset, point) in zip(rows, speedups, plan)}}
-    correct = {n: _runs.correct_by_problem(out / n) for n, _ in rows}
     for (n, s), est in zip(rows, estimates):
         e = result["runs"][n]
-        e["speedup_is_estimate"] = est
         e["order"] = s.get("bench_order")
         e["engine_caches"] = s.get("engine_caches")
         bw = base.get("wall_seconds") if base is not None else None
         # Wall clock only where both runs computed every step themselves.
         e["wall_speedup_vs_target_only"] = None if est else speedup(bw, s.get("wall_seconds"))
-        e.update(versus_baselines(
-            s, correct[n], None if base_name is None else (base, correct[base_name]),
-            None if draft_name is None else (summaries[draft_name], correct[draft_name])))
+        e.update(heads[n])
     if sweep is not None:
         result["sweep"] = sweep_report(*sweep, [r for r, (_, _, point) in zip(rows, plan) if point])
     if conc_points:
@@ -374,7 +369,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     path = _write_bench(out, result)
     print(format_table(rows, speedups=speedups if base is not None else None, estimates=estimates))
     if any(estimates):
-        print(ESTIMATE_NOTE)
+        print(_runs.ESTIMATE_NOTE)
     for line in _runs.baseline_lines(result):
         print(line)
     print("judge seconds: " + ", ".join(f"{n} {s['seconds']['judge']:.2f}" for n, s in rows))

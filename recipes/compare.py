@@ -43,7 +43,7 @@ from reasoning.metrics import (
     versus_baselines,
 )
 from reasoning.traces import CONFIG, SUMMARY
-from recipes import _cli
+from recipes import _cli, _runs
 
 log = logging.getLogger("recipes.compare")
 
@@ -356,23 +356,13 @@ def build(paths: Sequence[str | Path], baseline: str | Path | None = None) -> Co
     heads = [headline_speedup(r.summary, base.summary if base is not None else None) for r in runs]
     draft = next((r for r in runs if r.summary.get("policy") == "AlwaysDraft"
                   or r.baseline_kind == "draft-only"), None)
-    correct = {id(r): _correct(r.dir) for r in runs}
+    correct = {id(r): _runs.correct_by_problem(r.dir) for r in runs}
     versus = [versus_baselines(r.summary, correct[id(r)],
                                None if base is None else (base.summary, correct[id(base)]),
                                None if draft is None else (draft.summary, correct[id(draft)]))
               for r in runs]
     return Comparison(runs, base, [h for h, _ in heads], _warnings(runs, base), [e for _, e in heads],
                       draft, versus)
-
-
-def _correct(run_dir: Path) -> dict[str, bool]:
-    """``{problem id: correct}`` of a run folder's graded traces ({} without traces)."""
-    from reasoning.traces import TRACES, read_traces
-
-    p = run_dir / TRACES
-    if not p.exists():
-        return {}
-    return {t.problem_id: bool(t.correct) for t in read_traces(p) if t.correct is not None}
 
 
 def _warnings(runs: Sequence[Run], base: Run | None) -> list[str]:

@@ -106,11 +106,14 @@ def run(cfg) -> int:
                                            extra={"engine_caches": caches})))
             dirs[b] = base_dir
             failed += rows[-1][1]["errors"]
-        result = beside_baselines(rows, dirs)
+        has_base = "target-only" in baselines
+        heads = _runs.beside_baselines(rows, dirs, "target-only" if has_base else None,
+                                       "draft-only" if "draft-only" in baselines else None, pair_base=False)
         s = dict(summary)
         if report.get("skipped"):
             s["dataset_rows_skipped"] = report["skipped"]
-        s.update(result["runs"][name])
+        if has_base:
+            s.update(heads[name])
         if baselines:
             s["baselines"] = {n: {"dir": str(dirs[n]), "accuracy": b["accuracy"], "engine_seconds":
                                   engine_seconds(b), "wall_seconds": b.get("wall_seconds")}
@@ -120,12 +123,10 @@ def run(cfg) -> int:
         close_all([draft, target])
         if store is not None:
             store.close()
-    heads = result["runs"]
-    has_base = "target-only" in baselines
     print(format_table(rows, speedups=[heads[n].get("speedup_vs_target_only") for n, _ in rows] if has_base
                        else None, estimates=[bool(heads[n].get("speedup_is_estimate")) for n, _ in rows]))
     if any(heads[n].get("speedup_is_estimate") for n, _ in rows):
-        print(ESTIMATE_NOTE)
+        print(_runs.ESTIMATE_NOTE)
     for line in _runs.baseline_lines({"runs": {n: {**heads[n], "cost": s["cost"]} for n, s in rows}}):
         print(line)
     if store is not None:
@@ -141,10 +142,6 @@ def run(cfg) -> int:
     _runs.warn_token_budget(rows)
     print(f"run folder: {out}")
     return _runs.exit_code(failed)
-
-
-ESTIMATE_NOTE = ("~ marks an estimate: steps came partly from the step cache, counted at the seconds "
-                 "they took when computed, not measured in this run")
 
 
 def baselines_of(node) -> list[str]:
@@ -169,27 +166,6 @@ def baselines_of(node) -> list[str]:
     if len(set(names)) != len(names):
         raise UserError(f"baseline lists a name twice: {names}")
     return names
-
-
-def beside_baselines(rows, dirs) -> dict:
-    """Per run (by name): its speed-up over target-only's engine seconds (an estimate where the
-    step cache answered), its paired difference from target-only and its place against the mixing
-    line (see :func:`reasoning.metrics.versus_baselines`)."""
-    from reasoning.metrics import headline_speedup, versus_baselines
-
-    summaries = dict(rows)
-    correct = {n: _runs.correct_by_problem(d) for n, d in dirs.items()}
-    base = summaries.get("target-only")
-    draft = summaries.get("draft-only")
-    out = {}
-    for n, s in rows:
-        sp, est = headline_speedup(s, base)
-        e = {"speedup_vs_target_only": sp, "speedup_is_estimate": est} if base is not None else {}
-        if n != "target-only":
-            e.update(versus_baselines(s, correct[n], None if base is None else (base, correct["target-only"]),
-                                      None if draft is None else (draft, correct["draft-only"])))
-        out[n] = e
-    return {"runs": out}
 
 
 def _picture(out: Path) -> Path | None:

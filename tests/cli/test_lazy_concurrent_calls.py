@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -18,6 +15,7 @@ from reasoning.schedule import takes_concurrent_calls
 from reasoning.segmenter import BlankLineSegmenter
 from reasoning.types import Problem
 from recipes import _cli, _runs
+from tests.unit.test_schedule import _Timed
 
 SOLUTIONS = {f"p{i}": "".join(f"Step {j} of p{i}.\n\n" for j in range(2 + i % 3))
              + f"The answer is \\boxed{{{i}}}." for i in range(4)}
@@ -25,23 +23,11 @@ TARGET = {k: v.replace("Step", "Target step") for k, v in SOLUTIONS.items()}
 PROBLEMS = [Problem(k, f"question {k}", str(i)) for i, k in enumerate(SOLUTIONS)]
 
 
-class ServerLike(ScriptedGenerator):
+class ServerLike(_Timed):
     """Stands in for ``ServerGenerator``: takes concurrent calls (a class attribute, as the real
-    one declares it); records each call's span and thread."""
+    one declares it); records each call's span and thread (``_Timed``)."""
 
     concurrent_calls = True
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.spans: list[tuple[float, float]] = []
-        self.threads: set[str] = set()
-
-    def generate(self, requests):
-        t0 = time.perf_counter()
-        self.threads.add(threading.current_thread().name)
-        out = super().generate(requests)
-        self.spans.append((t0, time.perf_counter()))
-        return out
 
 
 class PerInstance(ScriptedGenerator):
