@@ -45,7 +45,7 @@ class HFGenerator:
     """Generates with a transformers causal LM, batched with left padding.
 
     Args:
-        model: A short model name known to :func:`reasoning.cpu_models.resolve_model`
+        model: A short model name known to :func:`reasoning.offline.resolve_model`
             (``"smollm2-135m"``), a local folder, or a hub id.
         name: Name recorded in segments and traces.
         tokenizer: Tokenizer folder or hub id, if not the model's own.
@@ -74,7 +74,7 @@ class HFGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-        from reasoning.cpu_models import resolve_model
+        from reasoning.offline import resolve_model
 
         if dtype == "auto":
             torch_dtype: Any = "auto"

@@ -76,7 +76,7 @@ def resolve_gguf(model: str) -> str:
         if not p.is_file():
             raise FileNotFoundError(f"GGUF model file {model!r} does not exist")
         return str(p)
-    from reasoning.cpu_models import ensure_gguf
+    from reasoning.offline import ensure_gguf
 
     return str(ensure_gguf(model))
 
@@ -136,7 +136,7 @@ class LlamaCppGenerator(TokenPrompts):
     both be built here.
 
     Args:
-        model: A short model name known to :mod:`reasoning.cpu_models` (its GGUF is prepared
+        model: A short model name known to :mod:`reasoning.offline` (its GGUF is prepared
             on demand) or a path to a ``.gguf`` file.
         name: Name recorded in segments and traces; segments carrying it reuse their ids.
         n_ctx: Longest prompt + generation of one sequence, in tokens.

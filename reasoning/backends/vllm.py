@@ -48,7 +48,7 @@ byte pieces a tokenizer's decoder would drop at the start of a string."""
 
 def _resolve(model: str) -> str:
     """A short model name (``smollm2-135m``) to its local folder; a path or hub id unchanged."""
-    from reasoning.cpu_models import resolve_model
+    from reasoning.offline import resolve_model
 
     return str(resolve_model(model))
 
@@ -63,7 +63,7 @@ class VLLMGenerator(TokenPrompts):
     that one long decode would have seen.
 
     Args:
-        model: A short model name known to :func:`reasoning.cpu_models.resolve_model`, a local
+        model: A short model name known to :func:`reasoning.offline.resolve_model`, a local
             folder, or a hub id.
         name: Name recorded in segments and traces; segments carrying it reuse their ids.
         tokenizer: Tokenizer folder or hub id, if not the model's own.

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 MODULES = ["reasoning", "reasoning.backends", "reasoning.backends.vllm", "reasoning.backends.hf",
-           "reasoning.backends.worker", "reasoning.cpu_models", "reasoning.cache", "rewards.target_judge",
-           "routers.oracle", "routers.calibration", "recipes.evaluate"]
+           "reasoning.backends.worker", "reasoning.cpu_models", "reasoning.offline", "reasoning.cache",
+           "rewards.target_judge", "routers.oracle", "routers.calibration", "recipes.evaluate"]
 
 
 def test_core_imports_without_heavy_libraries():

