@@ -96,6 +96,41 @@ def check_group_overrides(args: Sequence[str], search_dirs: Sequence[Path] = ())
                     raise UserError(unknown_option_message(key, name, search_dirs))
 
 
+ROLES = ("draft", "target")
+"""The two roles a ``model/`` option takes: ``model@draft=NAME``, ``model@target=NAME``."""
+
+_OLD_NAMES = {("draft", "scripted"): "scripted-draft", ("target", "scripted"): "scripted-target"}
+"""Options of the old ``draft/`` and ``target/`` groups whose ``model/`` name differs."""
+
+
+def model_role_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``args`` with the old ``draft=NAME`` / ``target=NAME`` (the ``draft/`` and ``target/``
+    groups, now one ``model/`` group used at both roles) rewritten to ``model@draft=NAME`` /
+    ``model@target=NAME``, and a note for each rewrite. Sweeps (``draft=a,b``) are rewritten
+    value by value; flags and every other override pass through unchanged.
+
+    >>> model_role_overrides(["draft=scripted", "target=qwen2.5-coder-1.5b", "draft.seed=1", "-m"])
+    (['model@draft=scripted-draft', 'model@target=qwen2.5-coder-1.5b', 'draft.seed=1', '-m'], \
+['draft=scripted is model@draft=scripted-draft now', \
+'target=qwen2.5-coder-1.5b is model@target=qwen2.5-coder-1.5b now'])
+    """
+    import re
+
+    out, notes = [], []
+    for a in args:
+        key, eq, value = a.partition("=")
+        if a.startswith("-") or not eq or key not in ROLES:
+            out.append(a)
+            continue
+        for (role, old), name in _OLD_NAMES.items():
+            if role == key:
+                value = re.sub(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])", name, value)
+        new = f"model@{key}={value}"
+        out.append(new)
+        notes.append(f"{a} is {new} now")
+    return out, notes
+
+
 def _first_value_override(o: Any, options: Sequence[str]) -> str | None:
     """``o`` as a plain override of its first value (a sweep's first job); None when it has none."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -485,7 +520,9 @@ def hydra_main(config_name: str, run: Any, saved: Any, argv: Sequence[str] | Non
     import hydra
 
     module = module or f"recipes.{config_name}"
-    args = list(sys.argv[1:] if argv is None else argv)
+    args, renamed = model_role_overrides(sys.argv[1:] if argv is None else argv)
+    for note in renamed:  # the old group names keep working
+        print(f"{prog_name(module)}: note: {note} (one model/ group for both roles)", file=sys.stderr)
     quiet_third_party_logs()
     try:
         ns = check_command_line(config_name, args)

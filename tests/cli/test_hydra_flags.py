@@ -145,3 +145,24 @@ def test_mistakes_with_flags_exit_2_with_one_line(args, needle, tmp_path):
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("error: ") and needle in lines[0] and "Traceback" not in p.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_the_old_draft_and_target_group_names_still_work_with_a_note():
+    new = run("recipe=smoke", "model@draft=scripted-draft", "model@target=qwen2.5-coder-1.5b-llamacpp",
+              "--cfg", "job")
+    old = run("recipe=smoke", "draft=scripted", "target=qwen2.5-coder-1.5b-llamacpp", "--cfg", "job")
+    assert new.returncode == 0 and old.returncode == 0, old.stderr
+    assert yaml.safe_load(old.stdout) == yaml.safe_load(new.stdout)
+    cfg = yaml.safe_load(old.stdout)
+    assert cfg["target"]["_target_"] == "reasoning.backends.llamacpp.LlamaCppGenerator"
+    assert cfg["target"]["name"] == "target" and cfg["draft"]["name"] == "draft"
+    assert "draft=scripted is model@draft=scripted-draft now" in old.stderr
+    assert "target=qwen2.5-coder-1.5b-llamacpp is model@target=qwen2.5-coder-1.5b-llamacpp now" in old.stderr
+    assert "note:" not in new.stderr
+
+
+def test_an_unknown_model_is_refused_in_one_line_naming_the_group():
+    p = run("recipe=smoke", "draft=qwen9", "--cfg", "job")
+    assert p.returncode == 2
+    (line,) = [x for x in p.stderr.splitlines() if "error" in x]
+    assert "unknown model 'qwen9'" in line and "qwen2.5-coder-0.5b" in line

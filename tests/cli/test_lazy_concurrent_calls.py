@@ -49,7 +49,7 @@ def _composed(*overrides):
 
 
 def test_a_lazy_server_target_takes_concurrent_calls_without_being_built():
-    cfg = _composed("target=server", "target.base_urls=[http://127.0.0.1:9]", "loop.schedule=async")
+    cfg = _composed("model@target=server", "target.base_urls=[http://127.0.0.1:9]", "loop.schedule=async")
     lazies = _runs.lazy_models(cfg)
     assert takes_concurrent_calls(lazies["target"]) is True
     assert not lazies["target"].loaded  # read from ServerGenerator's class attribute
@@ -58,7 +58,7 @@ def test_a_lazy_server_target_takes_concurrent_calls_without_being_built():
 
 
 def test_the_step_cache_wrapper_passes_it_through(tmp_path):
-    cfg = _composed("target=server", "target.base_urls=[http://127.0.0.1:9]")
+    cfg = _composed("model@target=server", "target.base_urls=[http://127.0.0.1:9]")
     lazy = _runs.TimedLazy(cfg.target, "target")
     cache = StepCache(tmp_path / "c.sqlite")
     try:

@@ -68,7 +68,7 @@ def test_every_preset_composes_and_matches_the_code(recipe):
 def test_every_preset_pins_the_knobs_that_change_a_result(recipe):
     cfg = compose_with([f"recipe={recipe}"])
     text = (CONF_DIR / "recipe" / f"{recipe}.yaml").read_text()
-    for group in ("draft", "target", "judge", "policy", "segmenter", "dataset", "prompt", "loop"):
+    for group in ("model@draft", "model@target", "judge", "policy", "segmenter", "dataset", "prompt", "loop"):
         assert f"override /{group}:" in text, f"recipe {recipe} leaves {group} to the default"
     assert OmegaConf.select(cfg, "dataset.limit") is not None or recipe not in ("cpu-demo", "smoke")
 
@@ -80,7 +80,26 @@ def test_presets_keep_the_text_the_model_wrote(recipe):
     assert OmegaConf.select(cfg, "segmenter.strip_think") is False
 
 
-OPTIONS = [(g, o) for g in groups() if g != "recipe" for o in group_options(g)]
+OPTIONS = [(g, o) for g in groups() if g not in ("recipe", "model") for o in group_options(g)]
+MODELS = group_options("model")
+
+
+def test_the_model_group_holds_every_backend_and_the_cpu_models():
+    assert {"scripted-draft", "scripted-target", "llamacpp", "vllm", "vllm-worker", "hf", "server",
+            "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b-llamacpp",
+            "qwen2.5-coder-1.5b-llamacpp", "smollm2-135m"} <= set(MODELS)
+    assert not (CONF_DIR / "draft").exists() and not (CONF_DIR / "target").exists()
+
+
+@pytest.mark.parametrize("option", MODELS)
+@pytest.mark.parametrize("role", ["draft", "target"])
+def test_every_model_takes_either_role(role, option):
+    # one model/ group: any option drafts or targets, and the role names what it writes
+    cfg = compose_with(["~recipe", f"model@{role}={option}"])
+    assert cfg[role].name == role
+    assert cfg[role]._target_ == OmegaConf.load(CONF_DIR / "model" / f"{option}.yaml")._target_
+    for path, node in targets(cfg[role], role):
+        check_signature(path, node)
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)

@@ -1,7 +1,7 @@
 """Step-level speculation composed with vLLM's token-level speculative decoding (n-gram), on a GPU.
 
 Opt-in (``-m gpu``); skips without a CUDA GPU or when the model cannot be had. The target built
-from ``conf/target/vllm-ngram.yaml`` (speculative_config passed through ``engine_kwargs``) must
+from ``conf/model/vllm-ngram.yaml`` (speculative_config passed through ``engine_kwargs``) must
 decode greedily exactly as the same target without it: verification makes token-level
 speculation lossless, so the always-target loop gives the same traces either way.
 """
@@ -30,7 +30,7 @@ def _gpu_target(ngram: bool):
         pytest.skip("no CUDA GPU")
     from reasoning.backends.vllm import VLLMGenerator
 
-    preset = CONF_DIR / "target" / ("vllm-ngram.yaml" if ngram else "vllm.yaml")
+    preset = CONF_DIR / "model" / ("vllm-ngram.yaml" if ngram else "vllm.yaml")
     cfg = OmegaConf.to_container(OmegaConf.load(preset))
     cfg.pop("_target_")
     cfg.update(model=MODEL, max_model_len=2048, gpu_memory_utilization=0.3)
