@@ -42,6 +42,9 @@ JUDGE_SOURCE = "judge"
 
 MODES = ("expectation", "greedy")
 
+JUDGE_WITH = ("target", "draft")
+"""Which of the run's models ``TargetJudge`` asks (``judge_with``)."""
+
 
 def digit_probs(top: Mapping[str, float]) -> dict[int, float]:
     """The probability of each digit 0-9 among one position's top ``{token text: logprob}``.
@@ -99,13 +102,21 @@ class TargetJudge:
 
     Pair it with ``ThresholdPolicy(threshold=7 / 9)`` (about 0.778), SpecReason's default of 7.
 
+    The same prompt can be asked of the draft, which then grades its own step (a self-verifying
+    draft, ``judge=self-verify``): in Python pass the draft as ``generator``; from a config
+    (``_partial_: true``, where the program binds the run's target as ``generator`` and its
+    draft as ``draft``) set ``judge_with: draft``. :attr:`model` is the model asked.
+
     Args:
-        generator: The target model (recipes bind the run's target here). Required to score.
+        generator: The target model (recipes bind the run's target here). Required to score
+            with ``judge_with="target"``.
         mode: ``expectation`` (the expected digit / 9) or ``greedy`` (the likeliest digit / 9).
         top_logprobs: Alternatives read at the one generated position (vLLM allows at most 20
             unless its ``max_logprobs`` is raised). At least 10 so every digit can show.
         question: The user turn that asks for the rating.
         prefill: The start of the target's reply, after which it writes the digit.
+        draft: The run's draft (recipes bind it here), asked with ``judge_with="draft"``.
+        judge_with: ``target`` asks ``generator``, ``draft`` asks ``draft``.
 
     >>> from reasoning.backends.scripted import ScriptedGenerator
     >>> from reasoning.types import Completion, FinishReason, Problem
@@ -122,8 +133,13 @@ class TargetJudge:
     top_logprobs: int = 20
     question: str = DEFAULT_QUESTION
     prefill: str = DEFAULT_PREFILL
+    draft: Generator | None = None
+    judge_with: str = "target"
 
     def __post_init__(self) -> None:
+        if self.judge_with not in JUDGE_WITH:
+            raise ValueError(f"judge.judge_with must be one of {', '.join(JUDGE_WITH)}, "
+                             f"got {self.judge_with!r}")
         if self.mode not in MODES:
             raise ValueError(f"judge.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.top_logprobs < 10:
@@ -131,6 +147,20 @@ class TargetJudge:
                              f"got {self.top_logprobs}")
         if not self.question.strip():
             raise ValueError("judge.question must be a non-empty instruction asking for a 0-9 rating")
+
+    @property
+    def model(self) -> Generator | None:
+        """The model asked for the rating: ``generator`` or, with ``judge_with="draft"``, ``draft``."""
+        return self.draft if self.judge_with == "draft" else self.generator
+
+    @property
+    def concurrent_calls(self) -> bool:
+        """Whether the model asked takes concurrent calls (the async schedule reads it; without
+        it the schedule would follow ``generator``, the target, also when the draft is asked)."""
+        from reasoning.schedule import takes_concurrent_calls
+
+        model = self.model
+        return model is not None and takes_concurrent_calls(model)
 
     def messages(self, request: JudgeRequest) -> tuple[ChatMessage, ...]:
         """The judge call's chat: the loop's messages, the answer with the step, the question."""
@@ -147,25 +177,30 @@ class TargetJudge:
     def score(self, requests: Sequence[JudgeRequest]) -> list[float]:
         if not requests:
             return []
-        if self.generator is None:
+        model = self.model
+        if model is None:
+            if self.judge_with == "draft":
+                raise ValueError("TargetJudge(judge_with='draft') has no draft: pass draft=<the draft "
+                                 "Generator> (recipes bind the run's draft when the judge config has "
+                                 "_partial_: true)")
             raise ValueError("TargetJudge has no generator: pass generator=<the target Generator> "
                              "(recipes bind the run's target when the judge config has _partial_: true)")
         gen_requests = [self.request(r) for r in requests]
-        completions = self.generator.generate(gen_requests)
+        completions = model.generate(gen_requests)
         if len(completions) != len(gen_requests):
-            raise RuntimeError(f"{self.generator.name} returned {len(completions)} completions "
+            raise RuntimeError(f"{model.name} returned {len(completions)} completions "
                                f"for {len(gen_requests)} judge requests")
         out = []
         for req, c in zip(gen_requests, completions):
             if c.top_logprobs is None:
-                raise ValueError(f"TargetJudge: {self.generator.name} returned no top logprobs for "
+                raise ValueError(f"TargetJudge: {model.name} returned no top logprobs for "
                                  f"{req.request_id!r} though logprobs={self.top_logprobs} were asked for")
             s = digit_score(c.top_logprobs[0], self.mode) if c.top_logprobs else None
             if s is None:
                 first = dict(c.top_logprobs[0]) if c.top_logprobs else {}
                 best = sorted(first, key=first.get, reverse=True)[:5]
-                log.warning("TargetJudge: no digit among the top %d tokens for %s (best: %s); scoring 0",
-                            self.top_logprobs, req.request_id, best)
+                log.warning("TargetJudge: no digit among %s's top %d tokens for %s (best: %s); scoring 0",
+                            model.name, self.top_logprobs, req.request_id, best)
                 s = 0.0
             out.append(s)
         return out
