@@ -99,8 +99,9 @@ class CascadeJudge:
     charges each step its share of every stage's cost.
 
     What each step's verdict was (which stage decided, each stage's score) is in :attr:`last`
-    for the last call and returned by :meth:`verdicts`; :meth:`stage_counts` counts calls and
-    steps per stage over the judge's life.
+    for the last call, returned by :meth:`verdicts`, and as JSON-ready records beside the
+    scores by :meth:`score_info`; :meth:`stage_counts` counts calls and steps per stage over
+    the judge's life.
 
     Args:
         stages: The stages, in order: :class:`CascadeStage` or mappings ``{judge, low, high}``
@@ -167,8 +168,16 @@ class CascadeJudge:
     def score_timed(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
         """The scores and the seconds per step: every stage's seconds (its own ``score_timed``
         where it has one, else its call's wall time), summed and spread over the steps."""
+        scores, seconds, _ = self.score_info(requests)
+        return scores, seconds
+
+    def score_info(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[dict[str, Any]]]:
+        """:meth:`score_timed` and, per step, its verdict as a JSON-ready record
+        (:meth:`Verdict.as_dict`: ``decided_by``, ``stage_scores``), what a step record would
+        carry (the engine does not read it yet)."""
         verdicts, seconds = self._run(requests)
-        return [v.score for v in verdicts], seconds / max(len(requests), 1)
+        return ([v.score for v in verdicts], seconds / max(len(requests), 1),
+                [v.as_dict() for v in verdicts])
 
     def verdicts(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
         """The verdict on each step of ``requests`` (also kept in :attr:`last`).

@@ -114,6 +114,12 @@ def test_each_step_is_charged_its_share_of_every_stage():
     scores, per_step = timed_scores(judge, [req(t) for t in "abcd"])
     # 4 steps at 0.5 s in stage 0, 2 of them at 2.0 s in stage 1: (2.0 + 4.0) / 4
     assert scores == [0.9, 0.1, 0.0, 1.0] and per_step == pytest.approx(1.5)
+    scores, per_step, info = judge.score_info([req(t) for t in "abcd"])
+    assert scores == [0.9, 0.1, 0.0, 1.0] and per_step == pytest.approx(1.5)
+    assert info == [{"decided_by": 1, "stage_scores": [0.5, 0.9]},
+                    {"decided_by": 1, "stage_scores": [0.5, 0.1]},
+                    {"decided_by": 0, "stage_scores": [0.0]},
+                    {"decided_by": 0, "stage_scores": [1.0]}]
 
 
 def test_needs_logprobs_is_the_most_any_stage_asks():
