@@ -28,7 +28,7 @@ from reasoning.protocols import Generator, Judge, JudgeRequest
 from reasoning.types import GenerationParams, GenerationRequest
 from routers.features import FEATURES, router_text, step_features
 from routers.labels import same_step
-from routers.train import MODEL_FILE, LightweightRouter, read_meta, seq_probabilities
+from routers.saved import MODEL_FILE, LightweightRouter, read_meta, seq_probabilities
 
 log = logging.getLogger(__name__)
 
