@@ -2,9 +2,9 @@
 # Start and stop model servers for stepspec, in the background, by process id.
 #
 #   scripts/serve.sh start NAME llamacpp PRESET [key=value ...] [-- SERVER FLAGS]
-#       stepspec's OpenAI-compatible server (python -m reasoning.serve: FastAPI + uvicorn;
+#       stepspec's OpenAI-compatible server (python -m recipes.serve: FastAPI + uvicorn;
 #       /v1/completions, /v1/chat/completions, streaming, n) over a generator config, e.g.
-#       scripts/serve.sh start target llamacpp target/qwen2.5-coder-1.5b-llamacpp
+#       scripts/serve.sh start target llamacpp model/qwen2.5-coder-1.5b-llamacpp
 #       (SERVER FLAGS: --served-model-name NAME, --batch-wait-ms MS)
 #   scripts/serve.sh start NAME vllm MODEL [-- VLLM SERVE FLAGS]
 #       vLLM's OpenAI-compatible server, e.g. on GPU 1 with 40% of its memory:
@@ -40,7 +40,7 @@ start() {
   while [ $# -gt 0 ]; do if [ "$1" = "--" ]; then shift; post=("$@"); break; fi; pre+=("$1"); shift; done
   case "$engine" in
     llamacpp)
-      nohup "$PY" -m reasoning.serve "${pre[@]}" --host "$HOST" --port "$port" "${post[@]}" >"$log" 2>&1 &
+      nohup "$PY" -m recipes.serve "${pre[@]}" --host "$HOST" --port "$port" "${post[@]}" >"$log" 2>&1 &
       ;;
     vllm)
       [ ${#pre[@]} -eq 1 ] || die "vllm takes one MODEL, then -- and vllm serve flags"

@@ -1,6 +1,6 @@
 """A :class:`reasoning.protocols.Generator` over OpenAI-compatible completion servers.
 
-One client for vLLM's server (``vllm serve``) and stepspec's own (``python -m reasoning.serve``,
+One client for vLLM's server (``vllm serve``) and stepspec's own (``python -m recipes.serve``,
 llama.cpp on CPUs): prompts travel as token ids (``/tokenize`` renders the chat with the
 server's own template and encodes text; a segment this generator wrote keeps its ids), and
 ``/v1/completions`` is asked for token ids back (``return_token_ids``), the stop string kept in

@@ -28,7 +28,7 @@ PROGRAMS = {
 
 def test_every_program_has_a_script_pointing_at_its_main():
     assert set(PROGRAMS) <= set(SCRIPTS)
-    assert SCRIPTS["stepspec-serve"] == "reasoning.serve:main"
+    assert SCRIPTS["stepspec-serve"] == "recipes.serve:main"
     assert SCRIPTS["stepspec-collect"] == "recipes.collect_router_data:main"
     assert SCRIPTS["stepspec-train"] == "recipes.train_router:main"
     for name, target in SCRIPTS.items():
@@ -36,11 +36,19 @@ def test_every_program_has_a_script_pointing_at_its_main():
         assert callable(getattr(importlib.import_module(module), func)), name
 
 
+def _installed_target(script: str) -> str | None:
+    """The entry point the installed distribution gives ``script`` (None if not installed)."""
+    from importlib.metadata import entry_points
+
+    return next((e.value for e in entry_points(group="console_scripts", name=script)), None)
+
+
 def _command(script: str) -> list[str]:
-    """The installed script; where it is not installed (no ``pip install -e .`` yet), what it runs:
+    """The installed script where it runs pyproject.toml's entry point; where it is not installed,
+    or installed before its entry point moved (no ``pip install -e .`` since), what it should run:
     its entry point, under its name."""
     installed = shutil.which(script)
-    if installed is not None:
+    if installed is not None and _installed_target(script) == SCRIPTS[script]:
         return [installed]
     module, func = SCRIPTS[script].split(":")
     code = f"import sys; sys.argv[0] = {script!r}; from {module} import {func}; sys.exit({func}())"

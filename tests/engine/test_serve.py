@@ -1,6 +1,6 @@
 """The server path: stepspec's llama.cpp server on loopback, reached by ServerGenerator.
 
-The fixture starts ``python -m reasoning.serve`` as its own process on a free port (SmolLM2-135M
+The fixture starts ``python -m recipes.serve`` as its own process on a free port (SmolLM2-135M
 GGUF), waits for ``/health``, and stops it by process id at the end.
 """
 
@@ -41,7 +41,7 @@ def server(tmp_path_factory):
     # One thread per engine: the server's and the local one share 2 cores (with 2 threads each,
     # spinning threads made these tests 4x slower on a busy machine).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reasoning.serve", "target/llamacpp", f"model={gguf}", "n_ctx=1024",
+        [sys.executable, "-m", "recipes.serve", "model/llamacpp", f"model={gguf}", "n_ctx=1024",
          "max_sequences=4", "n_threads=1", "--port", "0", "--port-file", str(port_file)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     t0 = time.time()
@@ -158,7 +158,7 @@ def test_serve_script_starts_and_stops_by_pid(tmp_path):
 
     env = {**os.environ, "SERVE_DIR": str(tmp_path), "PYTHON": sys.executable}
     gguf = ensure_gguf("smollm2-135m")
-    cmd = ["bash", "scripts/serve.sh", "start", "t", "llamacpp", "target/llamacpp", f"model={gguf}",
+    cmd = ["bash", "scripts/serve.sh", "start", "t", "llamacpp", "model/llamacpp", f"model={gguf}",
            "n_ctx=512", "max_sequences=1"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

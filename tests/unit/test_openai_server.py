@@ -1,4 +1,4 @@
-"""``python -m reasoning.serve``'s OpenAI-compatible API, driven by the official ``openai`` client
+"""``reasoning.serve``'s OpenAI-compatible API, driven by the official ``openai`` client
 (sync and async) and by raw HTTP, over a scripted engine on a loopback port.
 
 The engine is :class:`ScriptedEngine`: LlamaCppGenerator's server-facing interface
