@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reasoning.files import write_atomic
 from reasoning.loop import LoopConfig, StepLoop, with_grade
 from reasoning.metrics import format_table, summarize
 from reasoning.policies import AlwaysDraft, AlwaysTarget, ThresholdPolicy
@@ -227,11 +228,7 @@ def latest_traces(traces: Iterable[Trace]) -> list[Trace]:
 
 def write_summary(out_dir: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
     """Write ``summary.json`` atomically (temp file, then rename)."""
-    p = Path(out_dir) / SUMMARY
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_atomic(Path(out_dir) / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
 def close_all(gens: Sequence[Any]) -> None:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from reasoning.files import read_jsonl
 from reasoning.types import Trace
 
 log = logging.getLogger(__name__)
@@ -36,36 +37,13 @@ def read_traces(path: str | os.PathLike, repair: bool = False) -> list[Trace]:
         ValueError: A line other than the last is not a valid trace (the file was edited or
             is not a trace file).
     """
-    p = Path(path)
-    if not p.exists():
-        return []
-    data = p.read_bytes()
-    traces: list[Trace] = []
-    good_end = 0
-    pos = 0
-    lines = data.split(b"\n")
-    for i, raw in enumerate(lines):
-        last = i == len(lines) - 1
-        end = pos + len(raw) + (0 if last else 1)
-        if last and raw == b"":
-            break
-        try:
-            if last:  # no newline after it: written only in part
-                raise ValueError("unterminated line")
-            traces.append(Trace.from_dict(json.loads(raw)))
-            good_end = end
-        except (ValueError, KeyError, TypeError) as e:
-            if last or all(not x.strip() for x in lines[i + 1:]):
-                log.warning("dropping a torn last line in %s (%d bytes): %s", p, len(raw), e)
-                break
-            raise ValueError(f"{p}: line {i + 1} is not a valid trace ({e})") from e
-        pos = end
-    if repair and good_end < len(data):
-        with open(p, "r+b") as f:
-            f.truncate(good_end)
+    got = read_jsonl(path, Trace.from_dict, "a valid trace")
+    if repair and got.torn:
+        with open(path, "r+b") as f:
+            f.truncate(got.whole_bytes)
             f.flush()
             os.fsync(f.fileno())
-    return traces
+    return got.records
 
 
 class TraceWriter:

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
+from reasoning.files import write_atomic
 from reasoning.metrics import speedup
 from recipes import _cli, _runs
 from recipes._bench_plan import (  # noqa: F401 - the bench's names, kept importable from here
@@ -396,11 +397,7 @@ def _plain(node: Any) -> Any:
 
 def _write_bench(out: Path, result: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    p = out / BENCH
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_atomic(out / BENCH, json.dumps(result, indent=2) + "\n")
 
 
 def run(cfg) -> int:

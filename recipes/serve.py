@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reasoning.files import write_atomic
 from reasoning.serve import Server
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             gen.close()
         return 2
     if args.port_file:
-        tmp = Path(args.port_file + ".tmp")
-        tmp.write_text(str(server.port))
-        tmp.replace(args.port_file)
+        write_atomic(args.port_file, str(server.port))
     log.info("serving %s on %s", gen, server.url)
     try:
         server.serve_forever()

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
+from reasoning.files import read_jsonl, refuse_other_config, write_atomic
 from reasoning.loop import LoopConfig, StepLoop, judge_logprobs
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import Generator, Judge, JudgeRequest, Segmenter, StepContext
@@ -357,9 +358,7 @@ class ShadowCollector:
             old = read_rows(out / STEPS, repair=True)
             if config is not None:
                 check_same_config(out, config, bool(old))
-                tmp = out / (CONFIG + ".tmp")
-                tmp.write_text(config)
-                os.replace(tmp, out / CONFIG)
+                write_atomic(out / CONFIG, config)
             seen = {r["problem_id"] for r in old}
             if seen:
                 log.info("resuming in %s: %d problems already collected", out, len(seen))
@@ -395,9 +394,7 @@ class ShadowCollector:
         summary["failed_problems"] = errors
         summary["wall_seconds"] = time.perf_counter() - t0
         if out is not None:
-            tmp = out / (SUMMARY + ".tmp")
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, out / SUMMARY)
+            write_atomic(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return CollectResult(rows, summary, out)
 
 
@@ -438,19 +435,12 @@ def check_same_config(out: str | os.PathLike, config: str, has_rows: bool | None
     Raises:
         UserError: naming the folder and the keys that differ.
     """
-    from reasoning.config_io import config_diff
-
     out = Path(out)
     if has_rows is None:
         has_rows = (out / STEPS).is_file() and (out / STEPS).stat().st_size > 0
-    saved = out / CONFIG
-    if not has_rows or not saved.exists():
-        return
-    diff = config_diff(saved.read_text(), config)
-    if diff:
-        shown = ", ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
-        raise UserError(f"folder {out} holds router data of a different config (differs in {shown}); "
-                        "set out= to another folder")
+    if has_rows:
+        refuse_other_config(out / CONFIG, config, f"folder {out} holds router data",
+                            "set out= to another folder")
 
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -478,28 +468,11 @@ def read_rows(path: str | os.PathLike, repair: bool = False) -> list[dict[str, A
         UserError: a line other than the last is not a JSON object (the file is not router data).
     """
     p = Path(path)
-    if not p.exists():
-        return []
-    lines = p.read_text(encoding="utf-8").split("\n")
-    rows: list[dict[str, Any]] = []
-    dropped = False
-    for i, raw in enumerate(lines):
-        last = i == len(lines) - 1
-        if last and raw == "":
-            break
-        try:
-            if last:
-                raise ValueError("unterminated line")
-            row = json.loads(raw)
-            if not isinstance(row, dict) or "problem_id" not in row:
-                raise ValueError("not a row object")
-        except ValueError as e:
-            if last or all(not x.strip() for x in lines[i + 1:]):
-                log.warning("dropping a torn last line in %s: %s", p, e)
-                dropped = True
-                break
-            raise UserError(f"{p}: line {i + 1} is not a router data row ({e})") from None
-        rows.append(row)
+    try:
+        got = read_jsonl(p, _row, "a router data row")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    rows, dropped = got.records, got.torn
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["problem_id"]] = counts.get(r["problem_id"], 0) + 1
@@ -510,8 +483,13 @@ def read_rows(path: str | os.PathLike, repair: bool = False) -> list[dict[str, A
         rows = [r for r in rows if r["problem_id"] not in partial]
         dropped = True
     if repair and dropped:
-        tmp = p.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, p)
+        write_atomic(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    """A line's JSON value, if it is a row (an object with a ``problem_id``); else a ValueError."""
+    if not isinstance(obj, dict) or "problem_id" not in obj:
+        raise ValueError("not a row object")
+    return obj
 

