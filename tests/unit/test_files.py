@@ -31,6 +31,13 @@ def test_a_whole_last_line_without_its_newline_is_torn_too(tmp_path):
     assert (got.records, got.whole_bytes, got.torn) == ([{"a": 1}], 9, True)
 
 
+def test_a_line_cut_inside_a_utf8_character_is_torn_not_a_crash(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"q": "caf\xc3')  # the write stopped inside the two bytes of \xe9
+    got = read_jsonl(p)
+    assert (got.records, got.whole_bytes, got.torn) == ([{"a": 1}], 9, True)
+
+
 def test_a_whole_file_reads_entirely(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_bytes(b'{"a": 1}\n[2, 3]\n')
