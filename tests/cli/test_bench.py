@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The models bench on the scripted doubles: the cpu-pair preset with its models swapped.
 # Models of known cost (seconds per prompt id read / id written, with a per-problem KV cache): the
 # target costs three times the draft, so engine seconds and the mixing line are exact.
-PLAIN = ["draft=scripted", "target=scripted", "dataset.sample=null", "dataset.limit=3", "progress=false"]
+PLAIN = ["model@draft=scripted-draft", "model@target=scripted-target", "dataset.sample=null", "dataset.limit=3", "progress=false"]
 SCRIPTED = [*PLAIN, "draft.prefix_cache=true", "draft.prefill_cost=0.001", "draft.decode_cost=0.01",
             "target.prefix_cache=true", "target.prefill_cost=0.003", "target.decode_cost=0.03"]
 
@@ -282,7 +282,7 @@ def test_rerun_into_the_same_folder_resumes_each_run(tmp_path):
     (["bench.baselines=[]", "bench.presets=[]"], "nothing to run"),
     (["bench.mode=fast"], "bench.mode must be one of overhead, models"),
     (["recipe=overhead", "bench.problems=0"], "bench.problems and bench.steps must be >= 1"),
-    (["recipe=overhead", "draft=qwen2.5-coder-0.5b"], "draft must be scripted"),
+    (["recipe=overhead", "model@draft=qwen2.5-coder-0.5b"], "draft must be scripted"),
     (["recipe=overhead", "judge=constant"], "bench.reject_every needs judge=scripted"),
     (["recipe=overheat"], "did you mean 'overhead'"),
     (["bench.sweep={policy.thresold:[0.5]}"], "preset 'cpu-demo' has no key policy.thresold"),

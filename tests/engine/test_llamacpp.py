@@ -251,7 +251,7 @@ def test_bench_runs_do_not_inherit_each_others_engine_caches(tmp_path):
     gguf = str(ensure_gguf("smollm2-135m"))
     out = tmp_path / "bench"
     root = Path(__file__).resolve().parents[2]
-    args = ["recipe=cpu-pair-fast", "draft=llamacpp", "target=llamacpp", f"draft.model={gguf}",
+    args = ["recipe=cpu-pair-fast", "model@draft=llamacpp", "model@target=llamacpp", f"draft.model={gguf}",
             f"target.model={gguf}", "draft.name=draft", "draft.max_sequences=4", "target.max_sequences=4",
             "draft.n_ctx=1024", "target.n_ctx=1024", "dataset.sample=null", "dataset.limit=2",
             "loop.token_budget=48", "loop.max_steps=3", "bench.baselines=[target-only]",

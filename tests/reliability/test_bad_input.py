@@ -27,7 +27,7 @@ CASES = [
     ("unknown-recipe", lambda t: ["recipe=nope"], "unknown recipe 'nope'"),
     ("unknown-recipe-suggests", lambda t: ["recipe=smok"], "did you mean 'smoke'"),
     ("unknown-judge", lambda t: ["recipe=smoke", "judge=prmm"], "unknown judge 'prmm'"),
-    ("unknown-draft", lambda t: ["recipe=smoke", "draft=qwen9"], "unknown draft 'qwen9'"),
+    ("unknown-draft", lambda t: ["recipe=smoke", "model@draft=qwen9"], "unknown model 'qwen9'"),
     ("unknown-policy", lambda t: ["recipe=smoke", "policy=thresh"], "did you mean 'threshold'"),
     ("unknown-dataset", lambda t: ["recipe=smoke", "dataset=gsm"], "unknown dataset 'gsm'"),
     ("threshold-above-1", lambda t: ["recipe=smoke", "policy.threshold=1.5"],
@@ -61,7 +61,7 @@ CASES = [
     ("router-path-unset", lambda t: ["recipe=smoke", "judge=arbitrage"], "judge.path has no value"),
     ("router-file-wrong-kind", lambda t: ["recipe=smoke", "judge=arbitrage", "judge.path=" + write(
         t, "router.json", '{"format": "something-else"}')], "router"),
-    ("model-unset", lambda t: ["recipe=smoke", "draft=vllm"], "draft.model has no value"),
+    ("model-unset", lambda t: ["recipe=smoke", "model@draft=vllm"], "draft.model has no value"),
     ("bad-override-syntax", lambda t: ["recipe=smoke", "policy.threshold=[1"], "policy.threshold"),
 ]
 
