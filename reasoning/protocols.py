@@ -16,6 +16,7 @@ from reasoning.types import (
     Completion,
     Decision,
     GenerationRequest,
+    Phase,
     Problem,
     Route,
     Segment,
@@ -54,6 +55,8 @@ OPTIONS = {
     "glimpse_tokens": 0,
     "chunk_tokens": 0,
     "keep_aborted": "discard",
+    "rules": None,
+    "phases": (),
 }
 """The optional attributes of generators, judges and policies that the engine, the schedules
 and the step cache read, and what an object without one means (one place for the defaults;
@@ -69,6 +72,11 @@ the policies' are described under :class:`StepPolicy`):
 - ``score_timed(requests) -> (scores, seconds per item)`` (judge): it knows its own cost per
   item (see :func:`reasoning.engine.timed_scores`).
 - ``reset_cache() -> bool`` (generator): empty its engine caches (see :func:`reset_cache`).
+- ``rules`` (policy): its per-problem rules (first steps, final step, fallback, target-token
+  budget), which the engine applies before the policy's own ``route`` and ``decide``; None:
+  none (see :class:`StepPolicy`).
+- ``phases`` (segmenter): the phases of an answer, in order (a thinking model's ``think`` and
+  ``answer``); (): one phase (see :class:`Segmenter`).
 
 A wrapper (the step cache's, the async schedule's, the CLI's lazy one) must show each of these
 as its inner object has it: ``tests/unit/test_protocols.py`` checks every wrapper.
@@ -155,6 +163,14 @@ class Segmenter(Protocol):
         """True if ``text`` gives the final answer."""
         ...
 
+    # A segmenter that knows phases (its optional ``phases``, see :data:`OPTIONS`, not empty:
+    # a thinking model's ``think`` and ``answer``) also has, each taking the phase a step is
+    # written in (the problem starts in ``phases[0]``):
+    #   phase_after(phase, text) -> Phase: the phase after a step ``text``;
+    #   stop_in(phase) -> tuple[str, ...] and max_tokens_in(phase) -> int: a step's stop
+    #     strings and token limit (instead of ``stop`` and ``max_step_tokens``);
+    #   is_final_step(text, phase) -> bool: instead of ``is_final``.
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -168,6 +184,12 @@ class StepContext:
         target_steps: Steps of the answer written by the target so far.
         target_run: How many of the latest steps in a row the target wrote (0: the last step
             was the draft's, or there is none): what a hand-off-aware policy looks at.
+        target_tokens: Tokens the target has generated for the problem's steps so far (what
+            ``policy.target_token_budget`` counts).
+        phase: The phase the next step is written in, for a segmenter that knows phases
+            (``think``, ``answer``), else None.
+        fallback: Drafting is switched off for the problem (``policy.fallback_after`` or
+            ``policy.fallback_rate``): the target writes the rest.
     """
 
     step_index: int
@@ -175,6 +197,9 @@ class StepContext:
     token_budget: int
     target_steps: int
     target_run: int = 0
+    target_tokens: int = 0
+    phase: Phase | None = None
+    fallback: bool = False
 
 
 @runtime_checkable
@@ -196,6 +221,12 @@ class StepPolicy(Protocol):
     - ``keep_aborted`` (``"discard"`` or ``"prefix"``): what becomes of a stopped draft's
       tokens: thrown away, or kept as the start of the step, which the target continues.
     - ``needs_logprobs`` (bool or int, as a judge's): what ``keep_drafting`` needs of the draft.
+    - ``rules``: per-problem rules (:class:`reasoning.policies.ProblemRules`, or any object with
+      its ``route(ctx)``, ``target_final_step``, ``target_token_budget`` and
+      ``fallback_reason(outcomes)``), applied by the engine before ``route`` and ``decide``:
+      the target writes the first steps, the final step, or the rest of a problem whose drafts
+      keep being rejected; the draft writes the rest once the target's token budget is spent.
+      Each step a rule settled says so in its record (``StepRecord.rule``).
     """
 
     @property

@@ -79,6 +79,31 @@ class Decision(enum.StrEnum):
     """No draft was written (route ``target``)."""
 
 
+class Phase(enum.StrEnum):
+    """The part of an answer a step belongs to, for a segmenter that knows a thinking model's
+    two phases (``BlankLineSegmenter(thinking=True)``); a step of a one-phase segmenter has none."""
+
+    THINK = "think"
+    """Inside the thinking, up to and including the model's ``</think>``: cut into steps."""
+    ANSWER = "answer"
+    """After ``</think>``: the answer, one segment."""
+
+
+class Rule(enum.StrEnum):
+    """A per-problem rule of the policy that routed or decided a step instead of the judge
+    (see :class:`reasoning.policies.ProblemRules`)."""
+
+    TARGET_FIRST_STEPS = "target_first_steps"
+    """One of the problem's first ``target_first_steps`` steps: the target wrote it, no draft."""
+    TARGET_FINAL_STEP = "target_final_step"
+    """A final step (the answer phase, or a draft that turned out to give the final answer):
+    the target wrote it (the draft, if one was written, was thrown away unjudged)."""
+    FALLBACK = "fallback"
+    """Drafting was switched off for the problem (too many rejections): the target wrote it."""
+    TARGET_BUDGET = "target_budget"
+    """The problem's target-token budget was spent: the draft wrote it and it was kept, unjudged."""
+
+
 class FinishReason(enum.StrEnum):
     """Why one engine call stopped generating."""
 
@@ -313,6 +338,10 @@ class StepRecord:
             the rest (``keep_aborted="prefix"``): ``text`` is ``draft_text + target_text``.
         finish_reason: Finish reason of the kept text's last engine call.
         truncated: True if the kept step hit the step token limit before its stop string.
+        phase: The phase of the answer the step was written in (``think`` or ``answer``), for
+            a segmenter that knows a thinking model's phases; else None.
+        rule: The per-problem rule that routed or decided the step instead of the policy and its
+            judge (:class:`Rule`), else None.
     """
 
     index: int
@@ -338,6 +367,8 @@ class StepRecord:
     target_prefill_seconds: float | None = None
     draft_stopped_at: int | None = None
     draft_prefix_kept: bool = False
+    phase: Phase | None = None
+    rule: Rule | None = None
 
     @property
     def kept_tokens(self) -> int:
@@ -353,6 +384,10 @@ class StepRecord:
         d["decision"] = Decision(d["decision"])
         d["kept"] = Route(d["kept"])
         d["finish_reason"] = FinishReason(d["finish_reason"])
+        if d.get("phase") is not None:
+            d["phase"] = Phase(d["phase"])
+        if d.get("rule") is not None:
+            d["rule"] = Rule(d["rule"])
         return cls(**d)
 
 
@@ -376,6 +411,13 @@ class Trace:
             end (what a user waiting on it sees; 0 where unknown).
         error: The error message when ``stop_reason`` is ``error``.
         meta: Copy of ``Problem.meta`` for breakdowns.
+        fallback_at: The index of the step from which the target wrote the rest of the problem
+            because drafting was switched off (``policy.fallback_after`` or
+            ``policy.fallback_rate``), else None.
+        fallback_reason: Why it was switched off (e.g. ``"3 rejections in a row"``), else None.
+        target_budget_spent_at: The index of the step from which the draft wrote the rest of
+            the problem because the target had written its ``policy.target_token_budget``
+            tokens, else None.
     """
 
     problem_id: str
@@ -391,6 +433,9 @@ class Trace:
     error: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     latency_seconds: float = 0.0
+    fallback_at: int | None = None
+    fallback_reason: str | None = None
+    target_budget_spent_at: int | None = None
 
     @property
     def draft_tokens(self) -> int:
