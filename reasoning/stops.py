@@ -25,12 +25,21 @@ class EmptyAnswer:
 
 @dataclass(frozen=True, slots=True)
 class FinalAnswer:
-    """Stop after a step that gives the final answer (as the segmenter recognises it)."""
+    """Stop after a step that gives the final answer (as the segmenter recognises it; a step
+    written in a phase, by a segmenter that knows phases, as its ``is_final_step`` does: a
+    thinking step never)."""
 
     segmenter: Segmenter
 
     def check(self, steps: Sequence[StepRecord], ctx: StepContext) -> StopReason | None:
-        return StopReason.ANSWER if steps and self.segmenter.is_final(steps[-1].text) else None
+        if not steps:
+            return None
+        last = steps[-1]
+        if last.phase is not None:
+            final = self.segmenter.is_final_step(last.text, last.phase)  # type: ignore[attr-defined]
+        else:
+            final = self.segmenter.is_final(last.text)
+        return StopReason.ANSWER if final else None
 
 
 @dataclass(frozen=True, slots=True)
