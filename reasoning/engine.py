@@ -1,9 +1,13 @@
 """The step engine: one round of step-level speculation for a batch of problems, and its parts.
 
-A round, for every problem in the batch, is: route (the policy: draft or target), propose (the
-draft writes the step, whole, as a glimpse first, or piece by piece), verify (the judge scores
-the drafts), decide (the policy keeps or rejects each), target (the target writes the rejected
-and routed steps), then the record and the stop rules. :class:`StepEngine` makes a round public
+A round, for every problem in the batch, is: route (the policy's per-problem rules, then the
+policy: draft or target), propose (the draft writes the step, whole, as a glimpse first, or
+piece by piece), verify (the judge scores the drafts), decide (the rules, then the policy, keep
+or reject each), target (the target writes the rejected and routed steps), then the record and
+the stop rules. The per-problem rules (:class:`reasoning.policies.ProblemRules`: the target's
+first steps, its final step, the fallback to the target, the target-token budget) are the
+policy's ``rules``; the state they need (the target's tokens so far, the judged drafts, the
+answer's phase) is kept per problem here. :class:`StepEngine` makes a round public
 (:meth:`StepEngine.admit`, :meth:`StepEngine.round`, :meth:`StepEngine.trace`) so that a
 schedule drives it without reaching inside: :class:`reasoning.loop.StepLoop` steps a rolling
 window of problems in lockstep rounds, :mod:`reasoning.schedule` each problem on its own.
@@ -38,8 +42,10 @@ from reasoning.types import (
     FinishReason,
     GenerationParams,
     GenerationRequest,
+    Phase,
     Problem,
     Route,
+    Rule,
     Segment,
     StepRecord,
     StopReason,
@@ -127,14 +133,22 @@ class _State:
     error: str | None = None
     last_ctx: StepContext | None = None
     t0: float = 0.0  # perf_counter at admission, for the trace's latency
+    phase: Phase | None = None  # the phase the next step is written in (a phased segmenter)
+    target_tokens: int = 0  # tokens the target generated for the steps so far
+    judged: list[bool] = field(default_factory=list)  # the judged drafts, kept (True) or not
+    fallback_at: int | None = None  # the step from which the target writes the rest
+    fallback_reason: str | None = None
+    budget_spent_at: int | None = None  # the step from which the draft writes the rest
 
     def ctx(self, budget: int) -> StepContext:
         # The context the stop rules saw after a step is the next round's: build it once.
+        # (What it holds changes only when a step is added, or with the budget.)
         c = self.last_ctx
         if (c is None or c.step_index != len(self.steps) or c.tokens_used != self.tokens_used
                 or c.target_steps != self.target_steps or c.token_budget != budget):
             c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps,
-                                            self.target_run)
+                                            self.target_run, self.target_tokens, self.phase,
+                                            self.fallback_at is not None)
         return c
 
 
@@ -204,6 +218,15 @@ class StepEngine:
         if self._keep_aborted not in ("discard", "prefix"):
             raise ValueError(f"{type(policy).__name__}.keep_aborted must be 'discard' or 'prefix', "
                              f"got {self._keep_aborted!r}")
+        self._rules = option(policy, "rules")
+        phases = tuple(option(segmenter, "phases") or ())
+        self._phase0: Phase | None = phases[0] if phases else None
+        """The phase a problem starts in; None: a one-phase segmenter."""
+        if phases:
+            missing = [m for m in ("phase_after", "stop_in", "max_tokens_in", "is_final_step")
+                       if not callable(getattr(segmenter, m, None))]
+            if missing:
+                raise ValueError(f"{type(segmenter).__name__} has phases but no {', '.join(missing)}")
         self._params_cache: dict[tuple[int, int | None], GenerationParams] = {}
         """The (frozen) sampling parameters of each (token limit, logprobs): a request's
         parameters differ only in these (and the segmenter's stop strings, checked), and building
@@ -211,7 +234,7 @@ class StepEngine:
 
     def admit(self, p: Problem) -> _State:
         """A problem's state as it enters the engine (its chat built, its clock started)."""
-        return _State(p, self.prompt.messages(p), t0=time.perf_counter())
+        return _State(p, self.prompt.messages(p), t0=time.perf_counter(), phase=self._phase0)
 
     # -- one round ---------------------------------------------------------------------------
     def round(self, active: list[_State]) -> None:
@@ -219,14 +242,33 @@ class StepEngine:
         propose, verify, decide, target, record, stop rules. A state whose ``stop`` is set after
         it is finished; :meth:`trace` makes its trace."""
         budget = self.config.token_budget
+        rules = self._rules
         ctxs = {id(s): s.ctx(budget) for s in active}
         to_draft: list[_State] = []
         direct: list[_State] = []  # routed straight to the target
+        keep: list[_State] = []  # drafted and kept by a rule (the target's budget spent)
+        why: dict[int, Rule] = {}  # the rule that settled a state's step
         for s in active:  # one pass: a membership test per state made this quadratic in the batch
-            (to_draft if self.policy.route(ctxs[id(s)]) is Route.DRAFT else direct).append(s)
+            ctx = ctxs[id(s)]
+            settled = rules.route(ctx) if rules is not None else None
+            if settled is None:
+                (to_draft if self.policy.route(ctx) is Route.DRAFT else direct).append(s)
+            else:
+                route, why[id(s)] = settled
+                (keep if route is Route.DRAFT else direct).append(s)
 
-        drafts, decisions, scored, judge_s = self._draft_phase(to_draft, ctxs)
-        drafted = [s for s in to_draft if s.error is None and id(s) in drafts]
+        if keep and not (self._glimpse or self._chunk):  # the kept drafts in the same call
+            drafts, decisions, scored, judge_s = self._draft_phase(to_draft + keep, ctxs)
+        else:
+            drafts, decisions, scored, judge_s = self._draft_phase(to_draft, ctxs)
+            if keep:
+                drafts.update(self._generate_steps(self.draft, keep, self._draft_logprobs, "d"))
+        for s in keep:
+            if id(s) in drafts:
+                decisions[id(s)] = Decision.ACCEPT
+        if rules is not None and rules.target_final_step:
+            self._final_to_target(to_draft, drafts, decisions, why)
+        drafted = [s for s in to_draft + keep if s.error is None and id(s) in drafts]
         judged = [s for s in drafted if id(s) not in decisions]
         if judged and self.policy.needs_judge:
             scores, seconds = self._judge(judged, drafts)
@@ -248,7 +290,10 @@ class StepEngine:
         if self._keep_aborted == "prefix":
             lead = {id(s): drafts[id(s)] for s in rejected
                     if drafts[id(s)].stopped_at is not None and drafts[id(s)].token_ids}
-        targets = self._generate_steps(self.target, to_target, None, "t", lead=lead)
+        limits = None  # the target tokens each step may take under the budget
+        if rules is not None and rules.target_token_budget is not None:
+            limits = {id(s): rules.target_tokens_left(ctxs[id(s)]) for s in to_target}
+        targets = self._generate_steps(self.target, to_target, None, "t", lead=lead, limits=limits)
 
         for s in active:
             if s.error is not None:
@@ -288,11 +333,19 @@ class StepEngine:
                 target_prefill_seconds=tstep.prefill_seconds if tstep else None,
                 draft_stopped_at=dstep.stopped_at if dstep else None,
                 draft_prefix_kept=led,
+                phase=s.phase,
+                rule=why.get(key),
             )
             s.steps.append(rec)
             s.tokens_used += len(kept_step.token_ids) + (len(dstep.token_ids) if led else 0)
             s.target_steps += kept is Route.TARGET
             s.target_run = s.target_run + 1 if kept is Route.TARGET else 0
+            if tstep is not None:
+                s.target_tokens += len(tstep.token_ids)
+            if self._phase0 is not None:
+                s.phase = self.segmenter.phase_after(s.phase, text)
+            if rules is not None:
+                self._after_step(s, rules, judged=dstep is not None and key not in why, decision=decision)
             ctx = s.ctx(budget)
             for rule in self.stop_rules:
                 reason = rule.check(s.steps, ctx)
@@ -300,18 +353,64 @@ class StepEngine:
                     s.stop = reason
                     break
 
-    def _params(self, s: _State, used: int, logprobs: int | None,
-                cap: int | None = None) -> tuple[GenerationParams | None, bool]:
-        """The request's parameters (None: no room left) and whether ``cap`` set its token limit."""
+    def _final_to_target(self, states: list[_State], drafts: dict[int, _Step],
+                         decisions: dict[int, Decision], why: dict[int, Rule]) -> None:
+        """``target_final_step``: a whole draft that turns out final (the segmenter sees the final
+        answer in it, or the draft ended its answer there) is thrown away unjudged."""
+        for s in states:
+            st = drafts.get(id(s))
+            if (st is None or s.error is not None or st.stopped_at is not None
+                    or decisions.get(id(s)) is Decision.REJECT):
+                continue
+            if st.finish is FinishReason.EOS or self._is_final(s.phase, st.text):
+                decisions[id(s)] = Decision.REJECT
+                why[id(s)] = Rule.TARGET_FINAL_STEP
+
+    def _after_step(self, s: _State, rules, judged: bool, decision: Decision) -> None:
+        """The per-problem rules' state after a step: the judged drafts and the fallback, the
+        target's budget."""
+        if judged and rules.falls_back and decision is not Decision.SKIP:
+            s.judged.append(decision is Decision.ACCEPT)
+            if s.fallback_at is None:
+                reason = rules.fallback_reason(s.judged)
+                if reason is not None:
+                    s.fallback_at, s.fallback_reason = len(s.steps), reason
+                    log.debug("problem %s: the target writes from step %d on (%s)",
+                              s.problem.id, len(s.steps), reason)
+        budget = rules.target_token_budget
+        if budget is not None and s.budget_spent_at is None and s.target_tokens >= budget:
+            s.budget_spent_at = len(s.steps)
+
+    def _is_final(self, phase: Phase | None, text: str) -> bool:
+        """Whether a step ``text`` written in ``phase`` gives the final answer (the segmenter's view)."""
+        if self._phase0 is None:
+            return self.segmenter.is_final(text)
+        return self.segmenter.is_final_step(text, phase)
+
+    def _step_max(self, s: _State) -> int:
+        """The token limit of ``s``'s next step (its phase's, for a phased segmenter)."""
+        if self._phase0 is None:
+            return self.segmenter.max_step_tokens
+        return self.segmenter.max_tokens_in(s.phase)
+
+    def _params(self, s: _State, used: int, logprobs: int | None, cap: int | None = None,
+                limit: int | None = None) -> tuple[GenerationParams | None, bool]:
+        """The request's parameters (None: no room left) and whether ``cap`` set its token limit.
+
+        ``limit``: at most this many more tokens, whatever the step and budget allow (the
+        target's budget left); unlike ``cap`` it ends the step there.
+        """
         c = self.config
-        left = min(self.segmenter.max_step_tokens - used, c.token_budget - s.tokens_used - used)
+        left = min(self._step_max(s) - used, c.token_budget - s.tokens_used - used)
+        if limit is not None and limit < left:
+            left = limit
         if left < 1:
             return None, False
         capped = cap is not None and cap < left
         if capped:
             left = cap
-        stop = self.segmenter.stop
-        key = (left, logprobs)
+        stop = self.segmenter.stop if self._phase0 is None else self.segmenter.stop_in(s.phase)
+        key = (left, logprobs, s.phase)
         params = self._params_cache.get(key)
         if params is None or params.stop != stop:
             params = self._params_cache[key] = GenerationParams(
@@ -367,13 +466,15 @@ class StepEngine:
 
     def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
                         tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
-                        lead: dict[int, _Step] | None = None) -> dict[int, _Step]:
+                        lead: dict[int, _Step] | None = None,
+                        limits: dict[int, int | None] | None = None) -> dict[int, _Step]:
         """One step for each state from ``gen``, merging too-short pieces; batched.
 
         ``cap``: at most this many tokens for this call (a glimpse, a piece of a draft; no
         merging then: the caller goes on). ``start``: steps already begun, continued. ``lead``:
         the first part of the step another model wrote, prefixed to the requests and counted in
-        the step's token limit.
+        the step's token limit. ``limits``: most tokens ``gen`` may write for a state's step,
+        over all its calls (the target's budget left).
         """
         start = start or {}
         lead = lead or {}
@@ -386,11 +487,14 @@ class StepEngine:
                 st = steps[id(s)]
                 led = lead.get(id(s))
                 used = len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
-                params, capped = self._params(s, used, logprobs, cap)
+                limit = limits.get(id(s)) if limits else None
+                if limit is not None:
+                    limit -= len(st.token_ids)
+                params, capped = self._params(s, used, logprobs, cap, limit)
                 st.capped = False
                 if params is None:
                     st.finish = FinishReason.LENGTH
-                    st.truncated = used >= self.segmenter.max_step_tokens
+                    st.truncated = used >= self._step_max(s)
                     continue
                 prefix = tuple(s.segments)
                 if led is not None:
@@ -431,9 +535,9 @@ class StepEngine:
                     st.capped = capped
                     led = lead.get(id(s))
                     st.truncated = (len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
-                                    >= self.segmenter.max_step_tokens)
+                                    >= self._step_max(s))
                 if (c.finish_reason is FinishReason.STOP and self.segmenter.too_short(st.text)
-                        and not self.segmenter.is_final(st.text)):
+                        and not self._is_final(s.phase, st.text)):
                     if cap is not None:
                         st.capped = True  # too short to stand: the caller's next piece extends it
                     else:
@@ -494,7 +598,9 @@ class StepEngine:
                      steps=steps, stop_reason=s.stop or StopReason.ERROR,
                      text="".join(seg.text for seg in s.segments), seconds=seconds,
                      error=s.error, meta=dict(s.problem.meta),
-                     latency_seconds=time.perf_counter() - s.t0)
+                     latency_seconds=time.perf_counter() - s.t0,
+                     fallback_at=s.fallback_at, fallback_reason=s.fallback_reason,
+                     target_budget_spent_at=s.budget_spent_at)
 
 
 def request_seed(seed: int, request_id: str) -> int:

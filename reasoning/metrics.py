@@ -70,8 +70,10 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     (admission to end, mean, p50, p90), ``wall_seconds``,
     ``stop_reasons``, ``token_budget_share`` (share of problems stopped by the budget),
     ``judge_calls`` (drafted steps the judge scored), ``cost`` (see :func:`cost_breakdown`),
-    ``errors``, and, when problems carry
-    ``subject`` or ``level`` in their meta (MATH), ``by_subject`` / ``by_level``:
+    ``errors``, ``rule_steps`` (steps settled by each per-problem rule of the policy:
+    ``{rule: steps}``), ``fallback_problems`` and ``target_budget_spent_problems`` (problems
+    whose drafting was switched off, and whose target-token budget was spent), and, when
+    problems carry ``subject`` or ``level`` in their meta (MATH), ``by_subject`` / ``by_level``:
     ``{value: {"problems", "correct", "accuracy"}}``.
     """
     n = len(traces)
@@ -112,6 +114,9 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
         "token_budget_share": (sum(1 for t in traces if t.stop_reason.value == "token_budget") / n
                                if n else 0.0),
         "judge_calls": sum(1 for s in steps if s.score is not None),
+        "rule_steps": dict(sorted(Counter(s.rule.value for s in steps if s.rule is not None).items())),
+        "fallback_problems": sum(1 for t in traces if t.fallback_at is not None),
+        "target_budget_spent_problems": sum(1 for t in traces if t.target_budget_spent_at is not None),
         "cost": cost_breakdown(steps),
         **{f"by_{key}": b for key in ("subject", "level") if (b := breakdown(traces, key))},
     }
