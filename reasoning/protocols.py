@@ -222,11 +222,12 @@ class StepPolicy(Protocol):
       tokens: thrown away, or kept as the start of the step, which the target continues.
     - ``needs_logprobs`` (bool or int, as a judge's): what ``keep_drafting`` needs of the draft.
     - ``rules``: per-problem rules (:class:`reasoning.policies.ProblemRules`, or any object with
-      its ``route(ctx)``, ``target_final_step``, ``target_token_budget`` and
-      ``fallback_reason(outcomes)``), applied by the engine before ``route`` and ``decide``:
-      the target writes the first steps, the final step, or the rest of a problem whose drafts
-      keep being rejected; the draft writes the rest once the target's token budget is spent.
-      Each step a rule settled says so in its record (``StepRecord.rule``).
+      its ``route(ctx)``, ``target_final_step``, ``target_token_budget``,
+      ``target_tokens_left(ctx)``, ``falls_back`` and ``fallback_reason(outcomes)``), applied by
+      the engine before ``route`` and ``decide``: the target writes the first steps, the final
+      step, or the rest of a problem whose drafts keep being rejected; the draft writes the rest
+      once the target's token budget is spent. Each step a rule settled says so in its record
+      (``StepRecord.rule``).
     """
 
     @property
