@@ -32,6 +32,11 @@ def build_generator(preset: str, overrides: list[str]) -> Any:
     from conf import CONF_DIR
 
     path = Path(preset)
+    role, _, name = preset.partition("/")
+    if not path.is_file() and role in ("draft", "target") and name:  # the old draft/ and target/ groups
+        new = f"model/{'scripted-' + role if name == 'scripted' else name}"
+        log.warning("%s is %s now (one model/ group for both roles)", preset, new)
+        preset = new
     if not path.is_file():
         path = CONF_DIR / f"{preset}.yaml"
     if not path.is_file():
