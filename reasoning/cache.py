@@ -54,8 +54,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reasoning.delegating import Delegating
 from reasoning.errors import UserError
-from reasoning.protocols import Generator, Judge, JudgeRequest, option
+from reasoning.protocols import Generator, Judge, JudgeRequest
 from reasoning.types import Completion, GenerationRequest, to_dict
 
 log = logging.getLogger(__name__)
@@ -304,17 +305,8 @@ class StepCache:
         return f"StepCache({str(self.path)!r})"
 
 
-# -- the wrappers ----------------------------------------------------------------------------
-class _Delegating:
-    """Attributes the wrapper lacks (``name``, ``needs_logprobs``, ...) come from ``inner``."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-class CachedGenerator(_Delegating):
+# -- the wrappers: what they lack (``name``, ``needs_logprobs``, ...) is ``inner``'s ------------
+class CachedGenerator(Delegating):
     """A :class:`~reasoning.protocols.Generator` that answers from a :class:`StepCache` when it can.
 
     Each batch is looked up; ``inner.generate`` is called once on the requests that missed
@@ -334,7 +326,7 @@ class CachedGenerator(_Delegating):
     """
 
     def __init__(self, inner: Generator, cache: StepCache, model_id: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.model_id = model_id
         self.name = inner.name
@@ -385,7 +377,7 @@ class CachedGenerator(_Delegating):
         return f"CachedGenerator({self.inner!r}, {self.cache!r})"
 
 
-class CachedJudge(_Delegating):
+class CachedJudge(Delegating):
     """A :class:`~reasoning.protocols.Judge` that answers from a :class:`StepCache` when it can.
 
     Scores outside [0, 1] (or NaN) are passed on but not stored.
@@ -398,15 +390,11 @@ class CachedJudge(_Delegating):
     """
 
     def __init__(self, inner: Judge, cache: StepCache, judge_id: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.judge_id = judge_id
         self.hits = 0
         self.misses = 0
-
-    @property
-    def needs_logprobs(self) -> Any:
-        return option(self.inner, "needs_logprobs")
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}

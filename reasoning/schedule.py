@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from reasoning.delegating import Delegating
 from reasoning.engine import SCHEDULES as _SCHEDULES
 from reasoning.engine import StepEngine, timed_scores
 from reasoning.protocols import option
@@ -211,17 +212,14 @@ class _EngineThread:
             self._jobs.put(None)
 
 
-class _Proxy:
+class _Proxy(Delegating):
     """A model or judge whose calls go through a gatherer; everything else is the inner one's."""
 
     method: str  # the call the gatherer makes on the inner object
 
     def __init__(self, inner: Any, gatherer: Gatherer) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._gatherer = gatherer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class GatheredGenerator(_Proxy):

@@ -57,6 +57,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reasoning.delegating import Delegating
 from reasoning.errors import UserError
 from reasoning.files import write_atomic
 from reasoning.metrics import speedup
@@ -119,18 +120,15 @@ def reject_pattern(steps: int, every: int) -> list[float]:
     return [0.0 if every and (k + 1) % every == 0 else 1.0 for k in range(steps)]
 
 
-class _Clocked:
+class _Clocked(Delegating):
     """A generator or judge whose calls are timed, so that they can be taken off the loop's time.
 
     Anything else (``name``, ``needs_logprobs``, ...) is the wrapped object's.
     """
 
     def __init__(self, inner: Any, clock: list[float]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._clock = clock
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def _timed(self, call: Callable[[Any], Any], requests: Any) -> Any:
         t0 = time.perf_counter()
@@ -140,10 +138,10 @@ class _Clocked:
             self._clock[0] += time.perf_counter() - t0
 
     def generate(self, requests):
-        return self._timed(self._inner.generate, requests)
+        return self._timed(self.inner.generate, requests)
 
     def score(self, requests):
-        return self._timed(self._inner.score, requests)
+        return self._timed(self.inner.score, requests)
 
 
 def time_loop(make_loop: Callable[[list[float]], Any], problems: Sequence) -> dict[str, Any]:

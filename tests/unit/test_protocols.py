@@ -1,5 +1,6 @@
 """Every wrapper shows its inner object's optional attributes (reasoning.protocols.OPTIONS) as
-the inner object has them: the step cache's, the async schedule's and the CLI's lazy wrappers.
+the inner object has them: the step cache's, the async schedule's, the bench's clocked one (all
+reasoning.delegating.Delegating) and the CLI's lazy wrapper.
 A wrapper that hid one would silently change behaviour (the lazy wrapper once hid
 ``concurrent_calls``, and async then queued server calls behind the engine thread)."""
 
@@ -9,8 +10,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from reasoning.cache import CachedGenerator, CachedJudge, StepCache
+from reasoning.delegating import Delegating
 from reasoning.protocols import OPTIONS, option, reset_cache
 from reasoning.schedule import GatheredGenerator, GatheredJudge, takes_concurrent_calls
+from recipes.bench import _Clocked
 
 
 class Inner:
@@ -49,7 +52,39 @@ def wrappers(tmp_path):
         "CachedJudge": CachedJudge(inner, store, "j"),
         "GatheredGenerator": GatheredGenerator(inner, None),
         "GatheredJudge": GatheredJudge(inner, None),
+        "Clocked": _Clocked(inner, [0.0]),
     }
+
+
+OWN = {"CachedJudge": {"score_timed"}, "GatheredJudge": {"score_timed"}}
+"""The options a wrapper answers itself: the cache and the gatherer know a judge call's cost."""
+
+
+def test_every_option_is_the_inner_objects_through_every_wrapper(tmp_path):
+    inner, store, ws = wrappers(tmp_path)
+    try:
+        marks = {key: f"inner's {key}" for key in OPTIONS}  # nothing any default could equal
+        for key, mark in marks.items():
+            setattr(inner, key, mark)
+        for name, w in ws.items():
+            assert isinstance(w, Delegating), name
+            for key, mark in marks.items():
+                if key in OWN.get(name, ()):
+                    assert callable(option(w, key)), (name, key)
+                else:
+                    assert option(w, key) == mark, (name, key)
+    finally:
+        store.close()
+
+
+def test_a_wrapper_keeps_its_own_private_names_and_calls():
+    clock, inner = [0.0], Inner()
+    inner._private = "the inner object's own"
+    w = _Clocked(inner, clock)
+    assert w.generate([]) == [] and clock[0] > 0  # its own call, timed
+    assert w.name == "inner" and w.inner is inner
+    with pytest.raises(AttributeError):
+        w._private  # noqa: B018 - a private name is not forwarded
 
 
 @pytest.mark.parametrize("attr", ["needs_logprobs", "concurrent_calls", "cache_identity"])
@@ -65,9 +100,9 @@ def test_wrappers_show_the_inner_objects_values(tmp_path, attr):
 def test_wrappers_forward_reset_cache_and_know_their_judges_cost(tmp_path):
     inner, store, ws = wrappers(tmp_path)
     try:
-        for name in ("CachedGenerator", "GatheredGenerator"):
+        for name in ("CachedGenerator", "GatheredGenerator", "Clocked"):
             assert reset_cache(ws[name]) is True, name
-        assert inner.resets == 2
+        assert inner.resets == 3
         assert option(ws["CachedJudge"], "score_timed") is not None
         assert option(ws["GatheredJudge"], "score_timed") is not None
         assert all(takes_concurrent_calls(w) for w in ws.values())
