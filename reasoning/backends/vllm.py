@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,6 +52,49 @@ def _resolve(model: str) -> str:
     from reasoning.offline import resolve_model
 
     return str(resolve_model(model))
+
+
+def close_llm(holder: object, attr: str, what: str) -> bool:
+    """Shut down the ``vllm.LLM`` held in ``holder.<attr>`` and free its memory; idempotent.
+
+    The attribute is set to None first, then the engine core is shut down (a failure is logged
+    as ``"<what> did not shut down cleanly"``, never raised), the last references dropped and
+    garbage collected, and CUDA's cached blocks released. Every vLLM engine stepspec holds (a
+    generator's, a process reward model's) closes this way.
+
+    Returns:
+        Whether there was an engine to close (False: none, or closed already).
+
+    >>> class Core:
+    ...     def shutdown(self): raise RuntimeError("core already gone")
+    >>> class Engine: engine_core = Core()
+    >>> class LLM: llm_engine = Engine()
+    >>> class Holder: llm = LLM()
+    >>> h = Holder()
+    >>> close_llm(h, "llm", "vLLM engine 'x'"), h.llm, close_llm(h, "llm", "vLLM engine 'x'")
+    (True, None, False)
+    """
+    llm = getattr(holder, attr, None)
+    setattr(holder, attr, None)
+    if llm is None:
+        return False
+    engine = getattr(llm, "llm_engine", None)
+    core = getattr(engine, "engine_core", None)
+    shutdown = getattr(core, "shutdown", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception as e:  # noqa: BLE001 - closing must not raise
+            log.warning("%s did not shut down cleanly: %s", what, e)
+    del llm, engine, core
+    gc.collect()
+    torch = sys.modules.get("torch")  # vLLM imported it; nothing to free where it did not
+    try:
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+    return True
 
 
 class VLLMGenerator(TokenPrompts):
@@ -281,27 +325,8 @@ class VLLMGenerator(TokenPrompts):
 
     def close(self) -> None:
         """Shut the engine down and free its memory. Idempotent."""
-        llm, self._llm = getattr(self, "_llm", None), None
-        if llm is None:
-            return
-        engine = getattr(llm, "llm_engine", None)
-        core = getattr(engine, "engine_core", None)
-        shutdown = getattr(core, "shutdown", None)
-        if callable(shutdown):
-            try:
-                shutdown()
-            except Exception as e:  # noqa: BLE001 - closing must not raise
-                log.warning("vLLM engine %r did not shut down cleanly: %s", self.name, e)
-        del llm, engine, core
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001
-            pass
-        log.info("vLLM engine %r closed", self.name)
+        if close_llm(self, "_llm", f"vLLM engine {self.name!r}"):
+            log.info("vLLM engine %r closed", self.name)
 
     def __repr__(self) -> str:
         return f"VLLMGenerator(name={self.name!r}, model={self.model!r})"
