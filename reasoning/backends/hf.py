@@ -24,11 +24,11 @@ import contextlib
 import gc
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from reasoning.backends._ids import TokenPrompts
 from reasoning.backends._lock import serialized
 from reasoning.types import ChatMessage, Completion, FinishReason, GenerationRequest
 
@@ -41,7 +41,7 @@ _PROMPT_CACHE_SIZE = 512
 """Rendered chats kept (LRU), keyed by the messages tuple."""
 
 
-class HFGenerator:
+class HFGenerator(TokenPrompts):
     """Generates with a transformers causal LM, batched with left padding.
 
     Args:
@@ -118,7 +118,7 @@ class HFGenerator:
             pad_token_id=self._pad,
         )
         self._model = lm
-        self._chat_ids: OrderedDict[tuple[ChatMessage, ...], tuple[int, ...]] = OrderedDict()
+        self.init_chat_cache(_PROMPT_CACHE_SIZE)
         log.info("loaded %s (%s) on %s as %s in %.1f s", model, path, device, dtype, time.perf_counter() - t0)
 
     # -- public ----------------------------------------------------------------------------
@@ -138,16 +138,22 @@ class HFGenerator:
         """The token ids this generator prefills for ``request``: chat template, then prefix.
 
         A prefix segment that this generator wrote (``source == name``) with its token ids is
-        appended as those ids; any other segment is tokenised from its text.
+        appended as those ids; any other segment is tokenised from its text
+        (:class:`~reasoning.backends._ids.TokenPrompts`).
         """
         self._check_open()
-        ids = list(self._render_chat(request.messages))
-        for seg in request.prefix:
-            if seg.source == self.name and seg.token_ids is not None:
-                ids.extend(seg.token_ids)
-            elif seg.text:
-                ids.extend(self._tokenizer.encode(seg.text, add_special_tokens=False))
-        return ids
+        return super().prompt_ids(request)
+
+    def render_chat(self, messages: tuple[ChatMessage, ...]) -> tuple[int, ...]:
+        """The chat rendered with the tokenizer's template, assistant turn opened, as token ids."""
+        text = self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True, tokenize=False)
+        return tuple(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_text(self, text: str) -> list[int]:
+        """``text``'s ids, without special tokens added."""
+        return self._tokenizer.encode(text, add_special_tokens=False)
 
     @serialized
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
@@ -184,7 +190,7 @@ class HFGenerator:
         device = str(self._model.device)
         self._model = None
         self._tokenizer = None
-        self._chat_ids.clear()
+        self._chat_cache.clear()
         gc.collect()
         if device.startswith("cuda"):
             import torch
@@ -192,31 +198,10 @@ class HFGenerator:
             torch.cuda.empty_cache()
         log.info("closed %s", self.name)
 
-    def __enter__(self) -> HFGenerator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- internals -------------------------------------------------------------------------
     def _check_open(self) -> None:
         if getattr(self, "_model", None) is None:
             raise RuntimeError(f"HFGenerator {self.name!r} is closed")
-
-    def _render_chat(self, messages: tuple[ChatMessage, ...]) -> tuple[int, ...]:
-        key = tuple(messages)
-        hit = self._chat_ids.get(key)
-        if hit is not None:
-            self._chat_ids.move_to_end(key)
-            return hit
-        text = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True, tokenize=False)
-        ids = tuple(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-        self._chat_ids[key] = ids
-        if len(self._chat_ids) > _PROMPT_CACHE_SIZE:
-            self._chat_ids.popitem(last=False)
-        return ids
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False,
