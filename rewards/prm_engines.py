@@ -266,16 +266,9 @@ class VLLMEngine:
         return result
 
     def close(self) -> None:
-        llm, self._llm = self._llm, None
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        shutdown = getattr(core, "shutdown", None)
-        if callable(shutdown):
-            try:
-                shutdown()
-            except Exception as e:  # noqa: BLE001 - closing must not raise
-                log.warning("vLLM PRM engine did not shut down cleanly: %s", e)
-        del llm, core
-        gc.collect()
+        from reasoning.backends.vllm import close_llm
+
+        close_llm(self, "_llm", "vLLM PRM engine")
 
 
 def _register_skywork_vllm() -> None:
