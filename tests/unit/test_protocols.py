@@ -120,3 +120,26 @@ def test_the_lazy_wrapper_shows_them_before_and_after_it_builds(tmp_path):
     assert reset_cache(lazy) is True and not lazy.loaded  # nothing built: nothing cached
     lazy.get()
     assert reset_cache(lazy) is True  # the scripted double's own reset_cache
+
+
+def test_the_bench_clock_times_a_judge_that_reports_its_own_cost():
+    # the engine calls score_timed instead of score when a judge has it: the clock must see it
+    import time
+
+    class TimedJudge:
+        def score(self, requests):
+            raise AssertionError("the engine would call score_timed")
+
+        def score_timed(self, requests):
+            time.sleep(0.02)
+            return [0.5] * len(requests), 0.01
+
+    class PlainJudge:
+        def score(self, requests):
+            return [0.5] * len(requests)
+
+    clock = [0.0]
+    w = _Clocked(TimedJudge(), clock)
+    assert w.score_timed(["a", "b"]) == ([0.5, 0.5], 0.01)
+    assert clock[0] >= 0.02
+    assert option(_Clocked(PlainJudge(), [0.0]), "score_timed") is None  # none invented
