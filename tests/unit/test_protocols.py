@@ -56,8 +56,9 @@ def wrappers(tmp_path):
     }
 
 
-OWN = {"CachedJudge": {"score_timed"}, "GatheredJudge": {"score_timed"}}
-"""The options a wrapper answers itself: the cache and the gatherer know a judge call's cost."""
+OWN = {"CachedJudge": {"score_timed"}, "GatheredJudge": {"score_timed"}, "Clocked": {"score_timed"}}
+"""The options a wrapper answers itself: the cache and the gatherer know a judge call's cost, and
+the bench's clock times the inner judge's own score_timed."""
 
 
 def test_every_option_is_the_inner_objects_through_every_wrapper(tmp_path):
