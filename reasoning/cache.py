@@ -20,7 +20,8 @@ What a key covers (a sha256 of the canonical JSON of):
 Sampling (temperature > 0) without a seed is not deterministic and is never cached.
 
 A hit returns the completion as it was stored, its ``seconds`` included (the engine time it
-took when it was computed), and a judge hit the seconds its score took: per-model and judge
+took when it was computed), and a judge hit the seconds its score took (and its info, for a
+judge with ``score_info``: a cascade's verdict): per-model and judge
 seconds in a summary stay the compute cost, while the run's wall-clock time shrinks. Wall
 times of runs with cache hits are not comparable, and their engine seconds are an estimate
 (the same requests computed again, in another run's company, would not take exactly as long).
@@ -50,13 +51,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from reasoning.delegating import Delegating
 from reasoning.errors import UserError
-from reasoning.protocols import Generator, Judge, JudgeRequest
+from reasoning.protocols import Generator, Judge, JudgeRequest, option
 from reasoning.types import Completion, GenerationRequest, to_dict
 
 log = logging.getLogger(__name__)
@@ -380,7 +381,9 @@ class CachedGenerator(Delegating):
 class CachedJudge(Delegating):
     """A :class:`~reasoning.protocols.Judge` that answers from a :class:`StepCache` when it can.
 
-    Scores outside [0, 1] (or NaN) are passed on but not stored.
+    Scores outside [0, 1] (or NaN) are passed on but not stored. A judge that says more than
+    its score (``score_info``, e.g. a cascade's verdicts) has each info stored with its score and
+    returned with it on a hit (see :attr:`score_info`).
 
     Args:
         inner: The judge that scores misses.
@@ -405,19 +408,41 @@ class CachedJudge(Delegating):
     def score_timed(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
         """The scores and the seconds per item: a hit at the seconds its score took when it was
         computed, a miss at its share of the inner judge's call (see
-        :func:`reasoning.loop.timed_scores`)."""
-        from reasoning.engine import timed_scores
+        :func:`reasoning.engine.timed_scores`)."""
+        scores, seconds, _ = self._scores(requests, with_info=False)
+        return scores, seconds
+
+    @property
+    def score_info(self) -> Callable[[Sequence[JudgeRequest]], tuple[list[float], float, list[Any]]] | None:
+        """The inner judge's ``score_info`` through the cache (None where the inner judge has
+        none, as :data:`reasoning.protocols.OPTIONS` says of a judge without it): each score
+        is stored with its info, and a hit returns both."""
+        return None if option(self.inner, "score_info") is None else self._score_info
+
+    def _score_info(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[Any]]:
+        return self._scores(requests, with_info=True)
+
+    def _scores(self, requests: Sequence[JudgeRequest],
+                with_info: bool) -> tuple[list[float], float, list[Any]]:
+        """The scores, seconds per item and (``with_info``) the inner judge's infos, hits first.
+
+        An entry stored without an info (by a judge without ``score_info``, or before the cache
+        kept them) is not a hit for a call that wants one: it is computed again and stored with
+        its info, so no key version changes and every other entry stays valid."""
+        from reasoning.engine import timed_score_info, timed_scores
 
         keys = [judge_key(self.judge_id, r) for r in requests]
         found = self.cache.get_many(keys)
         out: list[float | None] = [None] * len(requests)
+        told: list[Any] = [None] * len(requests)
         seconds = 0.0
         todo: list[int] = []
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
-            if k in found:
-                v = found[k]
+            v = found.get(k)
+            if v is not None and (not with_info or "info" in v):
                 out[i] = float(v["score"])
+                told[i] = v.get("info")
                 seconds += float(v.get("seconds") or 0.0)
                 self.hits += 1
             elif k in first:
@@ -428,19 +453,24 @@ class CachedJudge(Delegating):
                 todo.append(i)
         per_item = 0.0
         if todo:
-            got, per_item = timed_scores(self.inner, [requests[i] for i in todo])
-            for i, s in zip(todo, got):
-                out[i] = s
+            asked = [requests[i] for i in todo]
+            if with_info:
+                got, per_item, infos = timed_score_info(self.inner, asked)
+            else:
+                (got, per_item), infos = timed_scores(self.inner, asked), [None] * len(todo)
+            for i, s, info in zip(todo, got, infos):
+                out[i], told[i] = s, info
             seconds += per_item * len(todo)
-            self.cache.put_many([(keys[i], "score", {"score": float(out[i]), "seconds": per_item})
+            self.cache.put_many([(keys[i], "score", {"score": float(out[i]), "seconds": per_item,
+                                                     **({"info": told[i]} if with_info else {})})
                                  for i in todo
                                  if isinstance(out[i], int | float) and not math.isnan(out[i])
                                  and 0.0 <= out[i] <= 1.0])
         for i, k in enumerate(keys):
             if out[i] is None:
-                out[i] = out[first[k]]
+                out[i], told[i] = out[first[k]], told[first[k]]
                 seconds += per_item  # a repeat in the batch costs what its first did
-        return out, seconds / max(len(requests), 1)  # type: ignore[return-value]
+        return out, seconds / max(len(requests), 1), told  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"CachedJudge({self.inner!r}, {self.cache!r})"

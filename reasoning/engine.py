@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import (
@@ -258,9 +259,9 @@ class StepEngine:
                 (keep if route is Route.DRAFT else direct).append(s)
 
         if keep and not (self._glimpse or self._chunk):  # the kept drafts in the same call
-            drafts, decisions, scored, judge_s = self._draft_phase(to_draft + keep, ctxs)
+            drafts, decisions, scored, judge_s, told = self._draft_phase(to_draft + keep, ctxs)
         else:
-            drafts, decisions, scored, judge_s = self._draft_phase(to_draft, ctxs)
+            drafts, decisions, scored, judge_s, told = self._draft_phase(to_draft, ctxs)
             if keep:
                 drafts.update(self._generate_steps(self.draft, keep, self._draft_logprobs, "d"))
         for s in keep:
@@ -271,11 +272,13 @@ class StepEngine:
         drafted = [s for s in to_draft + keep if s.error is None and id(s) in drafts]
         judged = [s for s in drafted if id(s) not in decisions]
         if judged and self.policy.needs_judge:
-            scores, seconds = self._judge(judged, drafts)
-            for s in judged:
+            scores, seconds, infos = self._judge([(s, drafts[id(s)]) for s in judged])
+            for s, sc, info in zip(judged, scores, infos):
                 if s.error is None:
-                    scored[id(s)] = scores[id(s)]
+                    scored[id(s)] = sc
                     judge_s[id(s)] = seconds
+                    if info is not None:
+                        told[id(s)] = info
         rejected = []
         for s in drafted:
             if s.error is not None:
@@ -335,6 +338,7 @@ class StepEngine:
                 draft_prefix_kept=led,
                 phase=s.phase,
                 rule=why.get(key),
+                judge_info=told.get(key),
             )
             s.steps.append(rec)
             s.tokens_used += len(kept_step.token_ids) + (len(dstep.token_ids) if led else 0)
@@ -422,31 +426,36 @@ class StepEngine:
         """The drafts of ``states``, as the policy has them written: whole, a glimpse that the
         judge rules on before the rest is written, or piece by piece until the policy stops it.
 
-        Returns ``(drafts, decisions already taken, scores, judge seconds)``, by ``id(state)``.
+        Returns ``(drafts, decisions already taken, scores, judge seconds, judge infos)``, by
+        ``id(state)``.
         """
         lp = self._draft_logprobs
         decided: dict[int, Decision] = {}
         scored: dict[int, float | None] = {}
         judge_s: dict[int, float] = {}
+        told: dict[int, Any] = {}
         if self._glimpse:
             drafts = self._generate_steps(self.draft, states, lp, "d", cap=self._glimpse)
             seen = [s for s in states if s.error is None and id(s) in drafts]
-            scores, seconds = self._judge(seen, drafts) if seen else ({}, 0.0)
+            scores, seconds, infos = (self._judge([(s, drafts[id(s)]) for s in seen]) if seen
+                                      else ([], 0.0, []))
             more = []
-            for s in seen:
+            for s, sc, info in zip(seen, scores, infos):
                 if s.error is not None:
                     continue
-                scored[id(s)], judge_s[id(s)] = scores[id(s)], seconds
+                scored[id(s)], judge_s[id(s)] = sc, seconds
+                if info is not None:
+                    told[id(s)] = info
                 st = drafts[id(s)]
-                d = decided[id(s)] = self.policy.decide(scores[id(s)], ctxs[id(s)])
+                d = decided[id(s)] = self.policy.decide(sc, ctxs[id(s)])
                 if d is Decision.REJECT:
                     st.stopped_at = len(st.token_ids) if st.capped else None
                 elif st.capped:
                     more.append(s)
             drafts.update(self._generate_steps(self.draft, more, lp, "d", start=drafts))
-            return drafts, decided, scored, judge_s
+            return drafts, decided, scored, judge_s, told
         if not self._chunk:
-            return self._generate_steps(self.draft, states, lp, "d"), decided, scored, judge_s
+            return self._generate_steps(self.draft, states, lp, "d"), decided, scored, judge_s, told
         drafts: dict[int, _Step] = {}
         todo = states
         while todo:
@@ -462,7 +471,7 @@ class StepEngine:
                     st.stopped_at = len(st.token_ids)
                     decided[id(s)] = Decision.REJECT
             todo = nxt
-        return drafts, decided, scored, judge_s
+        return drafts, decided, scored, judge_s, told
 
     def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
                         tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
@@ -569,26 +578,33 @@ class StepEngine:
             log.warning("%s failed on a batch of %d (%s); retrying one by one", gen.name, len(reqs), e)
             return [self._call(gen, [r], [o])[0] for r, o in zip(reqs, owners)]
 
-    def _judge(self, states: list[_State], drafts: dict[int, _Step]):
-        reqs = [JudgeRequest(s.problem, s.messages, tuple(s.segments), drafts[id(s)].completion(),
-                             len(s.steps)) for s in states]
+    def _judge(self, items: list[tuple[_State, _Step]]) -> tuple[list[float | None], float, list[Any]]:
+        """The judge's scores of the drafted steps ``items`` (a problem's state and one of its
+        drafts each), in one batched call: ``(scores, seconds per item, infos)``, in order.
+
+        A failing call is retried item by item: an item whose call fails, or whose score is out of
+        [0, 1], sets its problem's ``error`` (its score then None)."""
+        reqs = [JudgeRequest(s.problem, s.messages, tuple(s.segments), st.completion(), len(s.steps))
+                for s, st in items]
         try:
-            scores, seconds = timed_scores(self.judge, reqs)
+            scores, seconds, infos = timed_score_info(self.judge, reqs)
         except Exception as e:  # noqa: BLE001
-            if len(reqs) == 1:
-                states[0].error = f"judge: {type(e).__name__}: {e}"
-                return {}, 0.0
-            out: dict[int, float] = {}
+            if len(items) == 1:
+                items[0][0].error = f"judge: {type(e).__name__}: {e}"
+                return [None], 0.0, [None]
+            out: list[float | None] = []
+            told: list[Any] = []
             total = 0.0
-            for s in states:
-                one, sec = self._judge([s], drafts)
-                out.update(one)
+            for it in items:
+                one, sec, info = self._judge([it])
+                out += one
+                told += info
                 total += sec
-            return out, total / len(states)
-        for s, sc in zip(states, scores):
+            return out, total / len(items), told
+        for (s, _), sc in zip(items, scores):
             if not 0.0 <= sc <= 1.0:
                 s.error = f"judge returned score {sc} outside [0, 1]"
-        return {id(s): float(sc) for s, sc in zip(states, scores)}, seconds
+        return [float(sc) for sc in scores], seconds, infos
 
     def trace(self, s: _State) -> Trace:
         """The trace of a finished state."""
@@ -641,6 +657,36 @@ def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[f
     if len(scores) != len(requests):
         raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
     return scores, float(seconds)
+
+
+def timed_score_info(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[Any]]:
+    """:func:`timed_scores` and, per request, what the judge said about its score: a JSON-ready
+    mapping from its ``score_info`` (a cascade's ``{decided_by, stage_scores}``), or None for
+    every request of a judge without one. The engine keeps it in the step's record
+    (``StepRecord.judge_info``).
+
+    >>> from reasoning.judges import ConstantJudge
+    >>> class Says(ConstantJudge):
+    ...     def score_info(self, requests):
+    ...         return self.score(requests), 0.5, [{"why": "constant"}] * len(requests)
+    >>> timed_score_info(Says(0.25), ["a step"])
+    ([0.25], 0.5, [{'why': 'constant'}])
+    >>> timed_score_info(ConstantJudge(0.25), ["a step"])[2]
+    [None]
+
+    Raises:
+        RuntimeError: the judge returned another number of scores or infos than it was asked for.
+    """
+    info = option(judge, "score_info")
+    if info is None:
+        scores, seconds = timed_scores(judge, requests)
+        return scores, seconds, [None] * len(scores)
+    scores, seconds, infos = info(requests)
+    scores, infos = list(scores), list(infos)
+    if len(scores) != len(requests) or len(infos) != len(requests):
+        raise RuntimeError(f"judge returned {len(scores)} scores and {len(infos)} infos for "
+                           f"{len(requests)} steps")
+    return scores, float(seconds), infos
 
 
 def judge_logprobs(judge: object) -> int | None:

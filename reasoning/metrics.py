@@ -72,7 +72,9 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
     ``judge_calls`` (drafted steps the judge scored), ``cost`` (see :func:`cost_breakdown`),
     ``errors``, ``rule_steps`` (steps settled by each per-problem rule of the policy:
     ``{rule: steps}``), ``fallback_problems`` and ``target_budget_spent_problems`` (problems
-    whose drafting was switched off, and whose target-token budget was spent), and, when
+    whose drafting was switched off, and whose target-token budget was spent),
+    ``judge_decided_by`` (for a cascade of judges: steps each stage decided, ``{stage: steps}``,
+    from the records' ``judge_info``; {} for any other judge), and, when
     problems carry ``subject`` or ``level`` in their meta (MATH), ``by_subject`` / ``by_level``:
     ``{value: {"problems", "correct", "accuracy"}}``.
     """
@@ -117,9 +119,23 @@ def summarize(traces: Sequence[Trace], wall_seconds: float | None = None) -> dic
         "rule_steps": dict(sorted(Counter(s.rule.value for s in steps if s.rule is not None).items())),
         "fallback_problems": sum(1 for t in traces if t.fallback_at is not None),
         "target_budget_spent_problems": sum(1 for t in traces if t.target_budget_spent_at is not None),
+        "judge_decided_by": _decided_by(steps),
         "cost": cost_breakdown(steps),
         **{f"by_{key}": b for key in ("subject", "level") if (b := breakdown(traces, key))},
     }
+
+
+def _decided_by(steps: Sequence[StepRecord]) -> dict[str, int]:
+    """Steps per cascade stage that decided them (``judge_info["decided_by"]``), by stage index.
+
+    >>> from reasoning.types import Decision, Route, StepRecord
+    >>> def rec(info): return StepRecord(0, Route.DRAFT, Decision.ACCEPT, Route.DRAFT, "a", judge_info=info)
+    >>> _decided_by([rec({"decided_by": 1}), rec({"decided_by": 0}), rec({"decided_by": 1}), rec(None)])
+    {'0': 1, '1': 2}
+    """
+    got = Counter(int(s.judge_info["decided_by"]) for s in steps
+                  if s.judge_info is not None and s.judge_info.get("decided_by") is not None)
+    return {str(k): got[k] for k in sorted(got)}
 
 
 def _model_cost(steps: Sequence[StepRecord], who: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ OPTIONS = {
     "concurrent_calls": None,
     "cache_identity": None,
     "score_timed": None,
+    "score_info": None,
     "reset_cache": None,
     "glimpse_tokens": 0,
     "chunk_tokens": 0,
@@ -71,6 +72,12 @@ the policies' are described under :class:`StepPolicy`):
   router's files), part of its step-cache key.
 - ``score_timed(requests) -> (scores, seconds per item)`` (judge): it knows its own cost per
   item (see :func:`reasoning.engine.timed_scores`).
+- ``score_info(requests) -> (scores, seconds per item, infos)`` (judge): ``score_timed`` and,
+  per item, a JSON-ready mapping (or None) saying more about its score, which the engine keeps in
+  the step's record (``StepRecord.judge_info``): a cascade's ``{decided_by, stage_scores}``
+  (:meth:`rewards.cascade.CascadeJudge.score_info`). The engine calls it instead of
+  ``score_timed`` where a judge has it (see :func:`reasoning.engine.timed_score_info`); the
+  step cache stores the infos with the scores, the async schedule splits them per item.
 - ``reset_cache() -> bool`` (generator): empty its engine caches (see :func:`reset_cache`).
 - ``rules`` (policy): its per-problem rules (first steps, final step, fallback, target-token
   budget), which the engine applies before the policy's own ``route`` and ``decide``; None:

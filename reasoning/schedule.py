@@ -36,7 +36,7 @@ from typing import Any
 
 from reasoning.delegating import Delegating
 from reasoning.engine import SCHEDULES as _SCHEDULES
-from reasoning.engine import StepEngine, timed_scores
+from reasoning.engine import StepEngine, timed_score_info
 from reasoning.protocols import option
 from reasoning.types import Problem, Trace
 
@@ -230,20 +230,39 @@ class GatheredGenerator(_Proxy):
 
 
 class GatheredJudge(_Proxy):
+    """A judge whose calls go through a gatherer, which returns each item's ``(score, info)``
+    (info None for a judge without ``score_info``); each caller gets back its own items'."""
+
     method = "score"
 
     def score(self, requests):
-        return self._gatherer.submit(requests)
+        return self.score_timed(requests)[0]
 
     def score_timed(self, requests):
-        """The scores and the merged call's seconds per item (see :func:`reasoning.loop.timed_scores`)."""
-        return self._gatherer.submit_timed(requests)
+        """The scores and the merged call's seconds per item (see :func:`reasoning.engine.timed_scores`)."""
+        pairs, seconds = self._gatherer.submit_timed(requests)
+        return [sc for sc, _ in pairs], seconds
+
+    @property
+    def score_info(self):
+        """The inner judge's ``score_info`` through the gatherer: the scores, the merged call's
+        seconds per item and this caller's items' infos (None where the inner judge has none)."""
+        return None if option(self.inner, "score_info") is None else self._score_info
+
+    def _score_info(self, requests):
+        pairs, seconds = self._gatherer.submit_timed(requests)
+        return [sc for sc, _ in pairs], seconds, [info for _, info in pairs]
 
 
 def _timed_call(obj: Any, method: str) -> Callable[[list[Any]], tuple[Sequence[Any], float]]:
-    """``obj``'s ``method`` as a gatherer calls it: results and seconds per item, timed where it runs."""
+    """``obj``'s ``method`` as a gatherer calls it: results and seconds per item, timed where it
+    runs. A judge's results are ``(score, info)`` pairs (see :func:`reasoning.engine.timed_score_info`),
+    so that the merged call's infos are split per item with the scores."""
     if method == "score":
-        return lambda items: timed_scores(obj, items)
+        def scored(items: list[Any]) -> tuple[Sequence[Any], float]:
+            scores, seconds, infos = timed_score_info(obj, items)
+            return list(zip(scores, infos)), seconds
+        return scored
     call = getattr(obj, method)
 
     def timed(items: list[Any]) -> tuple[Sequence[Any], float]:

@@ -342,6 +342,10 @@ class StepRecord:
             a segmenter that knows a thinking model's phases; else None.
         rule: The per-problem rule that routed or decided the step instead of the policy and its
             judge (:class:`Rule`), else None.
+        judge_info: What the judge said about its score of the draft, where it says more than the
+            score (a judge with ``score_info``, see :data:`reasoning.protocols.OPTIONS`), as a
+            JSON-ready mapping: a cascade's ``{decided_by, stage_scores}`` (which stage decided,
+            each stage's score); else None.
     """
 
     index: int
@@ -369,6 +373,7 @@ class StepRecord:
     draft_prefix_kept: bool = False
     phase: Phase | None = None
     rule: Rule | None = None
+    judge_info: Mapping[str, Any] | None = None
 
     @property
     def kept_tokens(self) -> int:

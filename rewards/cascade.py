@@ -76,7 +76,7 @@ class Verdict:
     stage_scores: tuple[float, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON-ready record of the verdict (what a step record would carry).
+        """The JSON-ready record of the verdict (what the step's record carries as ``judge_info``).
 
         >>> Verdict(0.9, 1, (0.5, 0.9)).as_dict()
         {'decided_by': 1, 'stage_scores': [0.5, 0.9]}
@@ -100,8 +100,8 @@ class CascadeJudge:
 
     What each step's verdict was (which stage decided, each stage's score) is in :attr:`last`
     for the last call, returned by :meth:`verdicts`, and as JSON-ready records beside the
-    scores by :meth:`score_info`; :meth:`stage_counts` counts calls and steps per stage over
-    the judge's life.
+    scores by :meth:`score_info`, which the engine keeps in each step's record (``judge_info``);
+    :meth:`stage_counts` counts calls and steps per stage over the judge's life.
 
     Args:
         stages: The stages, in order: :class:`CascadeStage` or mappings ``{judge, low, high}``
@@ -173,8 +173,10 @@ class CascadeJudge:
 
     def score_info(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[dict[str, Any]]]:
         """:meth:`score_timed` and, per step, its verdict as a JSON-ready record
-        (:meth:`Verdict.as_dict`: ``decided_by``, ``stage_scores``), what a step record would
-        carry (the engine does not read it yet)."""
+        (:meth:`Verdict.as_dict`: ``decided_by``, ``stage_scores``). The engine calls this instead
+        of :meth:`score_timed` (see :func:`reasoning.engine.timed_score_info`) and keeps each
+        step's verdict in its record, ``StepRecord.judge_info``; ``summary.json`` counts the steps
+        each stage decided (``judge_decided_by``)."""
         verdicts, seconds = self._run(requests)
         return ([v.score for v in verdicts], seconds / max(len(requests), 1),
                 [v.as_dict() for v in verdicts])

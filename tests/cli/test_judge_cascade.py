@@ -45,6 +45,13 @@ def test_cascade_confidence_decides_when_sure_and_the_target_judges_the_rest(tmp
     assert got["gsm8k-test-2"] == [(0.3, "target")] * 3
     # the target was asked as judge about problem 1's three steps and nothing else
     assert no_digit_warnings(out) == [("target", f"gsm8k-test-1/{i}/judge") for i in range(3)]
+    # each step's record says which stage decided it, and the summary counts them
+    rows = {r["problem_id"]: r for r in map(json.loads, (out / "traces.jsonl").read_text().splitlines())}
+    assert [[s["judge_info"] for s in rows[f"gsm8k-test-{i}"]["steps"]] for i in range(3)] == [
+        [{"decided_by": 0, "stage_scores": [0.95]}] * 3,
+        [{"decided_by": 1, "stage_scores": [0.8, 0.0]}] * 3,
+        [{"decided_by": 0, "stage_scores": [0.3]}] * 3]
+    assert json.loads((out / "summary.json").read_text())["judge_decided_by"] == {"0": 6, "1": 3}
 
 
 def test_self_verify_asks_the_draft_and_its_confident_verdicts_decide(tmp_path):

@@ -333,3 +333,73 @@ def test_chat_messages_of_the_draft_self_check_are_the_target_judges():
                                                                                     FinishReason.STOP), 0)
     mine = TargetJudge(target, draft=draft, judge_with="draft")
     assert mine.request(r) == TargetJudge(target).request(r)
+
+
+# -- the records: which stage decided each step, in traces.jsonl and summary.json -----------------
+# The draft's three steps score 0.95 (stage 0 sure: kept), 0.5 (inside [0.3, 0.7): stage 1 gives
+# 0.9, kept) and 0.1 (stage 0 sure: rejected at 0.7, the target writes the last step).
+RECORD_FIRST = {"Add 2 and 2.\n\n": 0.95, "That is 5.\n\n": 0.5,
+                "So 2 + 2 = 5 and the answer is \\boxed{5}.": 0.1}
+RECORD_SECOND = {"That is 5.\n\n": 0.9}
+RECORD_INFOS = [{"decided_by": 0, "stage_scores": [0.95]},
+                {"decided_by": 1, "stage_scores": [0.5, 0.9]},
+                {"decided_by": 0, "stage_scores": [0.1]}]
+
+
+def record_run(out, schedule="lockstep", cache=None):
+    import json
+
+    from reasoning.cache import CachedJudge
+    from reasoning.pipeline import Pipeline
+
+    first, second = Table(RECORD_FIRST), Table(RECORD_SECOND)
+    judge = CascadeJudge([CascadeStage(first, 0.3, 0.7), CascadeStage(second)])
+    if cache is not None:
+        judge = CachedJudge(judge, cache, "cascade")
+    pipe = Pipeline(ScriptedGenerator("draft", DRAFT), ScriptedGenerator("target", TARGET), judge,
+                    ThresholdPolicy(0.7), BlankLineSegmenter(), loop=LoopConfig(schedule=schedule),
+                    grader=None)
+    result = pipe.run([Problem("a", "What is 2+2?", "4")], out_dir=out)
+    [row] = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    return result, row, summary, (first.calls, second.calls)
+
+
+@pytest.mark.parametrize("schedule", ["lockstep", "async"])
+def test_each_step_record_says_which_stage_decided_it(tmp_path, schedule):
+    result, row, summary, calls = record_run(tmp_path / "run", schedule)
+    assert [s["judge_info"] for s in row["steps"]] == RECORD_INFOS
+    assert [(s["score"], s["kept"]) for s in row["steps"]] == [(0.95, "draft"), (0.9, "draft"),
+                                                               (0.1, "target")]
+    assert row["text"].endswith("The answer is \\boxed{4}.")
+    assert summary["judge_decided_by"] == {"0": 2, "1": 1}
+    assert [s.judge_info for s in result.traces[0].steps] == RECORD_INFOS  # the record, read back
+    assert calls == ([[t] for t in RECORD_FIRST], [["That is 5.\n\n"]])  # one step per round
+
+
+def test_the_step_cache_gives_each_verdict_back_with_its_score(tmp_path):
+    store = StepCache(tmp_path / "c.sqlite")
+    try:
+        _, row, _, calls = record_run(tmp_path / "one", cache=store)
+        _, again, summary, calls_again = record_run(tmp_path / "two", cache=store)
+    finally:
+        store.close()
+    assert calls_again == ([], [])  # every score a hit: no stage asked
+    assert [s["judge_info"] for s in row["steps"]] == RECORD_INFOS
+    assert [s["judge_info"] for s in again["steps"]] == RECORD_INFOS
+    assert summary["judge_decided_by"] == {"0": 2, "1": 1}
+
+
+def test_a_judge_without_infos_records_none_and_old_traces_load():
+    from reasoning.metrics import summarize
+    from reasoning.types import Trace
+
+    loop = StepLoop(ScriptedGenerator("draft", DRAFT), ScriptedGenerator("target", TARGET),
+                    ConstantJudge(0.9), ThresholdPolicy(0.7), BlankLineSegmenter(), config=LoopConfig())
+    [tr] = loop.run([Problem("a", "What is 2+2?", "4")])
+    assert [s.judge_info for s in tr.steps] == [None, None, None]
+    assert summarize([tr])["judge_decided_by"] == {}
+    d = tr.to_dict()
+    for s in d["steps"]:
+        del s["judge_info"]  # a trace written before the field existed
+    assert Trace.from_dict(d) == tr

@@ -56,9 +56,11 @@ def wrappers(tmp_path):
     }
 
 
-OWN = {"CachedJudge": {"score_timed"}, "GatheredJudge": {"score_timed"}, "Clocked": {"score_timed"}}
-"""The options a wrapper answers itself: the cache and the gatherer know a judge call's cost, and
-the bench's clock times the inner judge's own score_timed."""
+OWN = {"CachedJudge": {"score_timed", "score_info"}, "GatheredJudge": {"score_timed", "score_info"},
+       "Clocked": {"score_timed"}}
+"""The options a wrapper answers itself: the cache and the gatherer know a judge call's cost (and
+pass a judge's infos on through their own ``score_info``, None where the inner judge has none),
+and the bench's clock times the inner judge's own score_timed."""
 
 
 def test_every_option_is_the_inner_objects_through_every_wrapper(tmp_path):
@@ -144,3 +146,88 @@ def test_the_bench_clock_times_a_judge_that_reports_its_own_cost():
     assert w.score_timed(["a", "b"]) == ([0.5, 0.5], 0.01)
     assert clock[0] >= 0.02
     assert option(_Clocked(PlainJudge(), [0.0]), "score_timed") is None  # none invented
+
+
+class Says(Inner):
+    """A judge with ``score_info``: each step's score and a JSON-ready info naming its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[list[str]] = []
+
+    def score_info(self, requests):
+        self.asked.append([r.step.text for r in requests])
+        return [0.5] * len(requests), 0.25, [{"text": r.step.text} for r in requests]
+
+
+def _requests(*texts):
+    from reasoning.protocols import JudgeRequest
+    from reasoning.types import Completion, FinishReason, Problem
+
+    return [JudgeRequest(Problem("p", "q"), (), (), Completion(t, (1,), FinishReason.STOP), 0) for t in texts]
+
+
+def test_score_info_is_none_through_every_wrapper_of_a_judge_without_it(tmp_path):
+    inner, store, ws = wrappers(tmp_path)
+    try:
+        assert option(inner, "score_info") is None
+        for name, w in ws.items():
+            assert option(w, "score_info") is None, name
+    finally:
+        store.close()
+
+
+def test_score_info_passes_through_the_cache_with_its_info_stored(tmp_path):
+    from reasoning.engine import timed_score_info
+
+    store = StepCache(tmp_path / "c.sqlite")
+    try:
+        inner = Says()
+        cached = CachedJudge(inner, store, "j")
+        assert timed_score_info(cached, _requests("a", "b")) == (
+            [0.5, 0.5], 0.25, [{"text": "a"}, {"text": "b"}])
+        # a hit gives the stored info back, without asking the inner judge
+        again = CachedJudge(Says(), store, "j")
+        assert timed_score_info(again, _requests("b", "a")) == (
+            [0.5, 0.5], 0.25, [{"text": "b"}, {"text": "a"}])
+        assert again.inner.asked == [] and again.stats() == {"hits": 2, "misses": 0}
+        # score_timed of the same wrapper reads the same entries
+        assert again.score_timed(_requests("a")) == ([0.5], 0.25)
+        # an entry stored without an info (a judge without score_info wrote it) is computed again
+        # for a judge that gives one, and then stored with it
+        CachedJudge(Inner(), store, "k").score(_requests("c"))
+        with_info = CachedJudge(Says(), store, "k")
+        assert timed_score_info(with_info, _requests("c"))[2] == [{"text": "c"}]
+        assert with_info.inner.asked == [["c"]] and with_info.stats() == {"hits": 0, "misses": 1}
+        last = CachedJudge(Says(), store, "k")
+        assert timed_score_info(last, _requests("c"))[2] == [{"text": "c"}] and last.inner.asked == []
+    finally:
+        store.close()
+
+
+def test_score_info_through_the_gatherer_splits_the_infos_per_caller():
+    import threading
+
+    from reasoning.engine import timed_score_info
+    from reasoning.schedule import Gatherer, _Gate, _timed_call
+
+    inner = Says()
+    gate = _Gate()
+    gate.running = 2  # two callers computing: the gatherer waits for both before it calls
+    g = Gatherer("judge", _timed_call(inner, "score"), gate, max_wait_s=30.0)
+    got = {}
+
+    def ask(texts):
+        got[texts] = timed_score_info(GatheredJudge(inner, g), _requests(*texts))
+
+    threads = [threading.Thread(target=ask, args=(t,)) for t in (("a", "b"), ("c",))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(inner.asked) == 1 and sorted(inner.asked[0]) == ["a", "b", "c"]  # one merged call
+    assert got[("a", "b")] == ([0.5, 0.5], 0.25, [{"text": "a"}, {"text": "b"}])
+    assert got[("c",)] == ([0.5], 0.25, [{"text": "c"}])
+    with gate.cond:
+        gate.closed = True
+        gate.cond.notify_all()
