@@ -53,8 +53,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reasoning.errors import UserError
-from reasoning.files import read_jsonl, refuse_other_config, write_atomic
+from reasoning.files import write_atomic
 from reasoning.loop import LoopConfig, StepLoop, judge_logprobs
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import Generator, Judge, JudgeRequest, Segmenter, StepContext
@@ -70,15 +69,19 @@ from reasoning.types import (
 )
 from routers.features import step_features
 from routers.labels import same_step
+from routers.rows import (  # noqa: F401 - re-exported: routers.collect.<name> keeps working
+    CONFIG,
+    ROW_VERSION,
+    STEPS,
+    SUMMARY,
+    _check_train_split,
+    _config_split,
+    check_same_config,
+    read_rows,
+    summarize_rows,
+)
 
 log = logging.getLogger(__name__)
-
-ROW_VERSION = 1
-"""Version of the row format written by :class:`ShadowCollector`."""
-STEPS = "steps.jsonl"
-"""The rows file in a collection folder."""
-SUMMARY = "summary.json"
-CONFIG = "config.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,100 +399,3 @@ class ShadowCollector:
         if out is not None:
             write_atomic(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return CollectResult(rows, summary, out)
-
-
-def _check_train_split(split: str) -> str:
-    """``split`` tidied, if it is a train split; else a UserError.
-
-    >>> _check_train_split(" Train ")
-    'train'
-    """
-    tidy = str(split).strip().lower()
-    if tidy != "train":
-        raise UserError(f"routers train on train splits only: the problems' split is {split!r}; "
-                        "collect from a train split (dataset.split=train)")
-    return tidy
-
-
-def _config_split(config: str | None) -> str | None:
-    """The ``dataset.split`` of a resolved config in YAML (None when it has none).
-
-    >>> _config_split("dataset:\\n  name: math500\\n  split: test\\n"), _config_split("a: 1\\n")
-    ('test', None)
-    """
-    if not config:
-        return None
-    from omegaconf import DictConfig, OmegaConf
-
-    try:
-        cfg = OmegaConf.create(config)
-    except Exception:  # noqa: BLE001 - not a mapping of YAML: no split to read
-        return None
-    value = OmegaConf.select(cfg, "dataset.split", default=None) if isinstance(cfg, DictConfig) else None
-    return None if value is None else str(value)
-
-
-def check_same_config(out: str | os.PathLike, config: str, has_rows: bool | None = None) -> None:
-    """Refuse to add rows to a folder whose rows were collected with another config.
-
-    Raises:
-        UserError: naming the folder and the keys that differ.
-    """
-    out = Path(out)
-    if has_rows is None:
-        has_rows = (out / STEPS).is_file() and (out / STEPS).stat().st_size > 0
-    if has_rows:
-        refuse_other_config(out / CONFIG, config, f"folder {out} holds router data",
-                            "set out= to another folder")
-
-
-def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts and means of collected rows.
-
-    >>> summarize_rows([{"problem_id": "a", "advantage": 0.5}, {"problem_id": "a", "advantage": -0.5}])
-    {'problems': 1, 'rows': 2, 'mean_advantage': 0.0, 'target_better_share': 0.5}
-    """
-    n = len(rows)
-    return {
-        "problems": len({r["problem_id"] for r in rows}),
-        "rows": n,
-        "mean_advantage": sum(r["advantage"] for r in rows) / n if n else None,
-        "target_better_share": sum(r["advantage"] > 0 for r in rows) / n if n else None,
-    }
-
-
-def read_rows(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
-    """Read a ``steps.jsonl`` file, dropping a torn last line and problems written only in part.
-
-    A problem is whole when it has ``problem_steps`` rows. With ``repair``, the file is rewritten
-    without what was dropped, so that appending resumes cleanly.
-
-    Raises:
-        UserError: a line other than the last is not a JSON object (the file is not router data).
-    """
-    p = Path(path)
-    try:
-        got = read_jsonl(p, _row, "a router data row")
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    rows, dropped = got.records, got.torn
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["problem_id"]] = counts.get(r["problem_id"], 0) + 1
-    partial = {pid for pid, c in counts.items()
-               if any(r["problem_id"] == pid and r.get("problem_steps", c) != c for r in rows)}
-    if partial:
-        log.warning("dropping %d problem(s) written only in part in %s", len(partial), p)
-        rows = [r for r in rows if r["problem_id"] not in partial]
-        dropped = True
-    if repair and dropped:
-        write_atomic(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return rows
-
-
-def _row(obj: Any) -> dict[str, Any]:
-    """A line's JSON value, if it is a row (an object with a ``problem_id``); else a ValueError."""
-    if not isinstance(obj, dict) or "problem_id" not in obj:
-        raise ValueError("not a row object")
-    return obj
-
