@@ -116,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"the seq-classification router needs torch and transformers: pip install -e "
                             f"'.[hf]' ({e})") from None
         _report(f"seq-classification ({meta['steps']} steps)", meta["heldout"])
+    from routers.oracle import outcome_shares
+
+    o = outcome_shares(rows, args.margin)
+    print(f"the oracle (target when its score beats the draft's by more than {args.margin:g}) keeps the "
+          f"draft's step at {o['keep_share']:.1%} of {o['rows']} rows: target better "
+          f"{o['target_better']:.1%}, draft better {o['draft_better']:.1%}, same {o['same']:.1%}")
     t, split = meta["train"], meta["split"]
     print(f"split by problem: train {split['train']['rows']} rows of {split['train']['problems']} problems "
           f"(fitted on {t['rows']}, {t['positives']} where the target is better), held out "

@@ -98,6 +98,27 @@ def escalation_share(table: Sequence[StepScores], tau: float = 0.0) -> float:
     return sum(decisions) / len(decisions) if decisions else 0.0
 
 
+def outcome_shares(rows: Sequence[Mapping[str, Any]], margin: float = 0.0) -> dict[str, Any]:
+    """What an oracle could keep, from collected rows (:mod:`routers.collect`): the share of steps
+    whose draft step it keeps (advantage at most ``margin``), and the shares where the target's
+    step is better, the draft's is better, or both score the same. With an outcome reward
+    (``judge@reward=outcome``) this is the ceiling of step routing on the pair: the share of
+    steps an outcome oracle can leave to the draft without losing a right answer.
+
+    >>> outcome_shares([{"draft_score": 1.0, "target_score": 1.0}, {"draft_score": 0.0, "target_score": 1.0},
+    ...                 {"draft_score": 1.0, "target_score": 0.0}, {"draft_score": 0.0, "target_score": 0.0}])
+    {'rows': 4, 'keep_share': 0.75, 'target_better': 0.25, 'draft_better': 0.25, 'same': 0.5, 'margin': 0.0}
+    """
+    from routers.labels import row_advantage
+
+    adv = [row_advantage(r) for r in rows]
+    n = len(adv)
+    share = (lambda k: k / n) if n else (lambda k: None)
+    return {"rows": n, "keep_share": share(sum(a <= margin for a in adv)),
+            "target_better": share(sum(a > 0 for a in adv)), "draft_better": share(sum(a < 0 for a in adv)),
+            "same": share(sum(a == 0 for a in adv)), "margin": margin}
+
+
 def oracle_scores(table: Sequence[StepScores], tau: float = 0.0) -> dict[str, list[float]]:
     """The oracle as judge scores: ``{problem_id: [score of step 0, 1, ...]}`` for a ScriptedJudge.
 

@@ -450,12 +450,15 @@ def test_router_judge_errors_are_one_line(trained, tmp_path):
 def test_train_router_cli_writes_a_router(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows(problems=30)))
+    rows = synthetic_rows(problems=30)
+    (data / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "router"
     p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(data), "--out", str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "held-out ROC-AUC" in p.stdout and "ms per decision" in p.stdout and "CV ROC-AUC" in p.stdout
+    kept = sum(r["target_score"] <= r["draft_score"] for r in rows) / len(rows)  # the oracle's keep share
+    assert f"keeps the draft's step at {kept:.1%} of {len(rows)} rows" in p.stdout
     meta = read_meta(out)[1]
     assert meta["data"] == [str(data)] and meta["selection"]["method"] == "grouped CV, 5 folds on train"
     assert len(meta["heldout"]["roc_auc_ci"]) == 2 and meta["split"]["heldout"]["problems"] == 8
