@@ -57,6 +57,12 @@ class ScriptedGenerator:
             per generated id, and its ``prefill_seconds`` the first part (nothing sleeps), so
             cost accounting can be checked by hand. Both None: the call's wall time, unsplit.
         decode_cost: See ``prefill_cost``.
+        sample_fn: What sampling writes: for a request at temperature > 0, a function
+            ``request -> continuation`` (None: the script's), so that sampled requests can write
+            something else than the script, which is what greedy decoding writes; e.g. a
+            different candidate for each of a step's candidate drafts (``judge=best-of-n``; the
+            ``i``-th candidate's request id ends with ``c<i>``, ``"p/0/d0c2"``). Without it, a
+            sampled request writes the script, like a greedy one.
 
     >>> from reasoning.types import GenerationParams, GenerationRequest
     >>> g = ScriptedGenerator("draft", {"p": "One.\\n\\nTwo.\\n\\n"})
@@ -78,6 +84,7 @@ class ScriptedGenerator:
         prefix_cache: bool = False,
         prefill_cost: float | None = None,
         decode_cost: float | None = None,
+        sample_fn: Callable[[GenerationRequest], str | None] | None = None,
     ) -> None:
         if (prefill_cost is None) != (decode_cost is None):
             raise ValueError("ScriptedGenerator: give both prefill_cost and decode_cost, or neither")
@@ -101,6 +108,7 @@ class ScriptedGenerator:
         self.step_delimiter = step_delimiter
         self.seconds_per_token = seconds_per_token
         self.top_logprobs_fn = top_logprobs_fn
+        self.sample_fn = sample_fn
         self.keep_requests = keep_requests
         self._vocab: dict[str, int] = {}
         self._pieces: list[str] = []
@@ -173,9 +181,11 @@ class ScriptedGenerator:
             if self.keep_requests:
                 self.requests.append(req)
             prefix_text = req.prefix_text
-            text = self.continuation(req.problem_id, prefix_text)
-            ids = self._token_ids(text)
             p = req.params
+            text = self.sample_fn(req) if self.sample_fn is not None and p.temperature > 0 else None
+            if text is None:
+                text = self.continuation(req.problem_id, prefix_text)
+            ids = self._token_ids(text)
             finish = FinishReason.EOS
             gen: list[int] = []
             produced = ""
