@@ -178,6 +178,45 @@ class _Step:
                           seconds=self.seconds)
 
 
+@dataclass(slots=True)
+class _Candidates:
+    """The candidate drafts of one step (the judge's ``draft_candidates > 1``), their scores and
+    infos (None: not judged, thrown away as final), and the index of the best, the step's draft
+    (None: none was judged)."""
+
+    steps: list[_Step]
+    scores: list[float | None]
+    infos: list[Any]
+    best: int | None = None
+
+    def record(self) -> tuple[dict[str, Any], ...]:
+        """What the step record keeps of each candidate (``StepRecord.candidates``)."""
+        out = []
+        for st, sc, info in zip(self.steps, self.scores, self.infos):
+            d = {"text": st.text, "score": sc, "tokens": len(st.token_ids), "seconds": st.seconds,
+                 "prefill_seconds": st.prefill_seconds, "finish_reason": st.finish.value}
+            if info is not None:
+                d["judge_info"] = info
+            out.append(d)
+        return tuple(out)
+
+
+def _draft_totals(dstep: _Step | None,
+                  cands: _Candidates | None) -> tuple[int, int, float, int, float | None]:
+    """The draft's tokens, prompt tokens, seconds, prefill tokens and prefill seconds of a step:
+    its draft's, or the sums over all its candidates (prefill seconds None if one's is unknown)."""
+    if cands is None:
+        if dstep is None:
+            return 0, 0, 0.0, 0, None
+        return (len(dstep.token_ids), dstep.prompt_tokens, dstep.seconds, dstep.prefill_tokens,
+                dstep.prefill_seconds)
+    steps = cands.steps
+    pre = [x.prefill_seconds for x in steps]
+    return (sum(len(x.token_ids) for x in steps), sum(x.prompt_tokens for x in steps),
+            sum(x.seconds for x in steps), sum(x.prefill_tokens for x in steps),
+            None if None in pre else sum(pre))
+
+
 class StepEngine:
     """The rounds of step-level speculative reasoning; schedules drive it (see the module).
 
@@ -219,6 +258,12 @@ class StepEngine:
         if self._keep_aborted not in ("discard", "prefix"):
             raise ValueError(f"{type(policy).__name__}.keep_aborted must be 'discard' or 'prefix', "
                              f"got {self._keep_aborted!r}")
+        self._n, self._sampling = draft_candidates(judge, policy, self.config)
+        """Candidate drafts per drafted step (1: one draft), and their (temperature, seed)."""
+        if self._n > 1 and (self._glimpse or self._chunk):
+            raise ValueError(f"{type(judge).__name__} asks for {self._n} candidate drafts per step, which "
+                             f"{type(policy).__name__}'s glimpse_tokens / chunk_tokens (one draft written "
+                             "piece by piece) cannot combine with: use a policy that drafts whole steps")
         self._rules = option(policy, "rules")
         phases = tuple(option(segmenter, "phases") or ())
         self._phase0: Phase | None = phases[0] if phases else None
@@ -228,8 +273,8 @@ class StepEngine:
                        if not callable(getattr(segmenter, m, None))]
             if missing:
                 raise ValueError(f"{type(segmenter).__name__} has phases but no {', '.join(missing)}")
-        self._params_cache: dict[tuple[int, int | None], GenerationParams] = {}
-        """The (frozen) sampling parameters of each (token limit, logprobs): a request's
+        self._params_cache: dict[tuple, GenerationParams] = {}
+        """The (frozen) sampling parameters of each (token limit, logprobs, phase, sampled): a request's
         parameters differ only in these (and the segmenter's stop strings, checked), and building
         them anew for every request showed in the loop's own time (``recipes.bench``)."""
 
@@ -258,7 +303,10 @@ class StepEngine:
                 route, why[id(s)] = settled
                 (keep if route is Route.DRAFT else direct).append(s)
 
-        if keep and not (self._glimpse or self._chunk):  # the kept drafts in the same call
+        cands: dict[int, _Candidates] = {}  # the candidate drafts of each state that has several
+        if self._n > 1 and to_draft:  # every candidate (and the kept drafts) in one call
+            drafts, decisions, scored, judge_s, told, cands = self._candidate_phase(to_draft, keep, why)
+        elif keep and not (self._glimpse or self._chunk):  # the kept drafts in the same call
             drafts, decisions, scored, judge_s, told = self._draft_phase(to_draft + keep, ctxs)
         else:
             drafts, decisions, scored, judge_s, told = self._draft_phase(to_draft, ctxs)
@@ -270,7 +318,7 @@ class StepEngine:
         if rules is not None and rules.target_final_step:
             self._final_to_target(to_draft, drafts, decisions, why)
         drafted = [s for s in to_draft + keep if s.error is None and id(s) in drafts]
-        judged = [s for s in drafted if id(s) not in decisions]
+        judged = [s for s in drafted if id(s) not in decisions and id(s) not in scored]
         if judged and self.policy.needs_judge:
             scores, seconds, infos = self._judge([(s, drafts[id(s)]) for s in judged])
             for s, sc, info in zip(judged, scores, infos):
@@ -316,29 +364,33 @@ class StepEngine:
             s.segments.append(Segment(text, kept_gen.name, ids))
             if led:
                 text = dstep.text + text
+            cs = cands.get(key) if cands else None
+            d_tokens, d_prompt, d_seconds, d_prefill, d_prefill_s = _draft_totals(dstep, cs)
             rec = StepRecord(
                 index=len(s.steps), route=route, decision=decision, kept=kept, text=text,
                 score=scored.get(key),
                 draft_text=dstep.text if dstep else None,
-                draft_tokens=len(dstep.token_ids) if dstep else 0,
+                draft_tokens=d_tokens,
                 target_text=tstep.text if tstep else None,
                 target_tokens=len(tstep.token_ids) if tstep else 0,
-                draft_prompt_tokens=dstep.prompt_tokens if dstep else 0,
+                draft_prompt_tokens=d_prompt,
                 target_prompt_tokens=tstep.prompt_tokens if tstep else 0,
-                draft_seconds=dstep.seconds if dstep else 0.0,
+                draft_seconds=d_seconds,
                 judge_seconds=judge_s.get(key, 0.0),
                 target_seconds=tstep.seconds if tstep else 0.0,
                 finish_reason=kept_step.finish,
                 truncated=kept_step.truncated,
-                draft_prefill_tokens=dstep.prefill_tokens if dstep else 0,
+                draft_prefill_tokens=d_prefill,
                 target_prefill_tokens=tstep.prefill_tokens if tstep else 0,
-                draft_prefill_seconds=dstep.prefill_seconds if dstep else None,
+                draft_prefill_seconds=d_prefill_s,
                 target_prefill_seconds=tstep.prefill_seconds if tstep else None,
                 draft_stopped_at=dstep.stopped_at if dstep else None,
                 draft_prefix_kept=led,
                 phase=s.phase,
                 rule=why.get(key),
                 judge_info=told.get(key),
+                candidates=cs.record() if cs is not None else None,
+                best_candidate=cs.best if cs is not None else None,
             )
             s.steps.append(rec)
             s.tokens_used += len(kept_step.token_ids) + (len(dstep.token_ids) if led else 0)
@@ -357,6 +409,62 @@ class StepEngine:
                     s.stop = reason
                     break
 
+    def _candidate_phase(self, states: list[_State], keep: list[_State], why: dict[int, Rule]):
+        """Several candidate drafts per step (the judge's ``draft_candidates``): each of ``states``
+        gets ``N`` sampled drafts, and each of ``keep`` (drafts a rule keeps unjudged) its one
+        draft, all in one call to the draft; the judge scores every candidate in one call; each
+        state's best-scored candidate (the first of equals) is its draft, which the policy then
+        decides on as usual. With ``target_final_step`` a candidate that gives the final answer is
+        thrown away unjudged, and when all are, the step is the target's (rule
+        ``target_final_step``), as a single draft's would be.
+
+        Returns :meth:`_draft_phase`'s ``(drafts, decisions, scores, judge seconds, judge infos)``,
+        by ``id(state)``, and the candidates of each state (:class:`_Candidates`). A step is
+        charged the judge seconds of every candidate judged.
+        """
+        n = self._n
+        slots = [(s, i) for s in states for i in range(n)] + [(s, None) for s in keep]
+        got = self._generate(self.draft, slots, self._draft_logprobs, "d")
+        drafts = {id(s): got[(id(s), None)] for s in keep if (id(s), None) in got}
+        final_rule = self._rules is not None and self._rules.target_final_step
+        cands: dict[int, _Candidates] = {}
+        items: list[tuple[_State, int, _Step]] = []  # what the judge scores
+        for s in states:
+            steps = [got[(id(s), i)] for i in range(n) if (id(s), i) in got]
+            if s.error is not None or not steps:
+                continue
+            cands[id(s)] = _Candidates(steps, [None] * len(steps), [None] * len(steps))
+            items += [(s, i, st) for i, st in enumerate(steps)
+                      if not (final_rule and self._ends_answer(s, st))]
+        scores, seconds, infos = self._judge([(s, st) for s, _, st in items]) if items else ([], 0.0, [])
+        for (s, i, _), sc, info in zip(items, scores, infos):
+            cands[id(s)].scores[i], cands[id(s)].infos[i] = sc, info
+        decided: dict[int, Decision] = {}
+        scored: dict[int, float | None] = {}
+        judge_s: dict[int, float] = {}
+        told: dict[int, Any] = {}
+        for s in states:
+            c = cands.get(id(s))
+            if c is None or s.error is not None:
+                continue
+            judged = [i for i, x in enumerate(c.scores) if x is not None]
+            if not judged:  # every candidate gives the final answer: the target writes the step
+                drafts[id(s)] = c.steps[0]  # the record's draft_text: the first
+                decided[id(s)], why[id(s)] = Decision.REJECT, Rule.TARGET_FINAL_STEP
+                continue
+            c.best = max(judged, key=lambda i: (c.scores[i], -i))
+            drafts[id(s)] = c.steps[c.best]
+            scored[id(s)] = c.scores[c.best]
+            judge_s[id(s)] = seconds * len(judged)
+            if c.infos[c.best] is not None:
+                told[id(s)] = c.infos[c.best]
+        return drafts, decided, scored, judge_s, told, cands
+
+    def _ends_answer(self, s: _State, st: _Step) -> bool:
+        """Whether ``s``'s draft ``st`` turns out final: the segmenter sees the final answer in it,
+        or the draft ended its answer there (what ``target_final_step`` gives to the target)."""
+        return st.finish is FinishReason.EOS or self._is_final(s.phase, st.text)
+
     def _final_to_target(self, states: list[_State], drafts: dict[int, _Step],
                          decisions: dict[int, Decision], why: dict[int, Rule]) -> None:
         """``target_final_step``: a whole draft that turns out final (the segmenter sees the final
@@ -366,7 +474,7 @@ class StepEngine:
             if (st is None or s.error is not None or st.stopped_at is not None
                     or decisions.get(id(s)) is Decision.REJECT):
                 continue
-            if st.finish is FinishReason.EOS or self._is_final(s.phase, st.text):
+            if self._ends_answer(s, st):
                 decisions[id(s)] = Decision.REJECT
                 why[id(s)] = Rule.TARGET_FINAL_STEP
 
@@ -398,11 +506,13 @@ class StepEngine:
         return self.segmenter.max_tokens_in(s.phase)
 
     def _params(self, s: _State, used: int, logprobs: int | None, cap: int | None = None,
-                limit: int | None = None) -> tuple[GenerationParams | None, bool]:
+                limit: int | None = None, sampled: bool = False) -> tuple[GenerationParams | None, bool]:
         """The request's parameters (None: no room left) and whether ``cap`` set its token limit.
 
         ``limit``: at most this many more tokens, whatever the step and budget allow (the
-        target's budget left); unlike ``cap`` it ends the step there.
+        target's budget left); unlike ``cap`` it ends the step there. ``sampled``: a candidate
+        draft's, at the candidates' temperature and seed (the judge's ``draft_temperature`` and
+        ``draft_seed``) instead of the loop's.
         """
         c = self.config
         left = min(self._step_max(s) - used, c.token_budget - s.tokens_used - used)
@@ -414,11 +524,12 @@ class StepEngine:
         if capped:
             left = cap
         stop = self.segmenter.stop if self._phase0 is None else self.segmenter.stop_in(s.phase)
-        key = (left, logprobs, s.phase)
+        key = (left, logprobs, s.phase, sampled)
         params = self._params_cache.get(key)
         if params is None or params.stop != stop:
+            temperature, seed = self._sampling if sampled else (c.temperature, c.seed)
             params = self._params_cache[key] = GenerationParams(
-                max_tokens=left, temperature=c.temperature, top_p=c.top_p, seed=c.seed, stop=stop,
+                max_tokens=left, temperature=temperature, top_p=c.top_p, seed=seed, stop=stop,
                 logprobs=logprobs)
         return params, capped
 
@@ -485,21 +596,34 @@ class StepEngine:
         the step's token limit. ``limits``: most tokens ``gen`` may write for a state's step,
         over all its calls (the target's budget left).
         """
+        got = self._generate(gen, [(s, None) for s in states], logprobs, tag, cap, start, lead, limits)
+        return {k: v for (k, _), v in got.items()}
+
+    def _generate(self, gen: Generator, slots: list[tuple[_State, int | None]], logprobs: int | None,
+                  tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
+                  lead: dict[int, _Step] | None = None,
+                  limits: dict[int, int | None] | None = None) -> dict[tuple[int, int | None], _Step]:
+        """:meth:`_generate_steps` over slots ``(state, candidate)``, by ``(id(state), candidate)``:
+        candidate None is the state's one step; an int ``i`` is its ``i``-th candidate draft,
+        sampled at the candidates' temperature with its own seed (request id ``.../d<call>c<i>``).
+        All slots go to ``gen`` in one call (and one more per merge of too-short pieces)."""
         start = start or {}
         lead = lead or {}
-        steps = {id(s): start.get(id(s)) or _Step(logprobs=[] if logprobs is not None else None,
-                                                  top_logprobs=[] if logprobs else None) for s in states}
-        todo = list(states)
+        steps = {(id(s), i): start.get(id(s)) or _Step(logprobs=[] if logprobs is not None else None,
+                                                       top_logprobs=[] if logprobs else None)
+                 for s, i in slots}
+        todo = list(slots)
         for _attempt in range(1 if cap is not None else self.config.max_merges + 1):
             reqs, owners = [], []
-            for s in todo:
-                st = steps[id(s)]
+            for slot in todo:
+                s, i = slot
+                st = steps[(id(s), i)]
                 led = lead.get(id(s))
                 used = len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
                 limit = limits.get(id(s)) if limits else None
                 if limit is not None:
                     limit -= len(st.token_ids)
-                params, capped = self._params(s, used, logprobs, cap, limit)
+                params, capped = self._params(s, used, logprobs, cap, limit, sampled=i is not None)
                 st.capped = False
                 if params is None:
                     st.finish = FinishReason.LENGTH
@@ -511,18 +635,21 @@ class StepEngine:
                 if st.calls:
                     prefix += (Segment(st.text, gen.name, tuple(st.token_ids)),)
                 rid = f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}"
+                if i is not None:
+                    rid += f"c{i}"
                 if params.seed is not None and params.temperature > 0:
                     params = replace(params, seed=request_seed(params.seed, rid))
                 reqs.append(GenerationRequest(rid, s.problem.id, s.messages, prefix, params))
-                owners.append((s, capped))
+                owners.append((slot, capped))
             if not reqs:
                 break
-            results = self._call(gen, reqs, [o for o, _ in owners])
+            results = self._call(gen, reqs, [slot[0] for slot, _ in owners])
             todo = []
-            for (s, capped), c in zip(owners, results):
+            for (slot, capped), c in zip(owners, results):
                 if c is None:
                     continue
-                st = steps[id(s)]
+                s = slot[0]
+                st = steps[(id(s), slot[1])]
                 st.text += c.text
                 st.token_ids.extend(c.token_ids)
                 if st.logprobs is not None:
@@ -550,7 +677,7 @@ class StepEngine:
                     if cap is not None:
                         st.capped = True  # too short to stand: the caller's next piece extends it
                     else:
-                        todo.append(s)
+                        todo.append(slot)
             if not todo:
                 break
         return {k: v for k, v in steps.items() if v.calls}
@@ -657,6 +784,44 @@ def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[f
     if len(scores) != len(requests):
         raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
     return scores, float(seconds)
+
+
+def draft_candidates(judge: object, policy: StepPolicy,
+                     config: LoopConfig) -> tuple[int, tuple[float, int | None]]:
+    """How many candidate drafts the draft writes per step, and at what ``(temperature, seed)``.
+
+    The judge's optional ``draft_candidates`` (:data:`reasoning.protocols.OPTIONS`; e.g.
+    ``judge=best-of-n``, :class:`rewards.best_of_n.BestOfNJudge`) asks for ``N``; its
+    ``draft_temperature`` and ``draft_seed`` (None: ``loop.temperature`` and ``loop.seed``) are
+    what the candidates are sampled at, each request with its own seed (:func:`request_seed`).
+    A policy that calls no judge has nothing to choose the best with: one draft, at the loop's.
+
+    >>> class BestOf4:
+    ...     draft_candidates, draft_temperature, draft_seed = 4, 0.7, None
+    >>> class Thresh:
+    ...     needs_judge = True
+    >>> draft_candidates(BestOf4(), Thresh(), LoopConfig(seed=3))
+    (4, (0.7, 3))
+    >>> draft_candidates(object(), Thresh(), LoopConfig())  # no candidates: one draft at the loop's
+    (1, (0.0, None))
+
+    Raises:
+        ValueError: ``draft_candidates`` not an int >= 1, or ``N > 1`` at temperature 0 (every
+            candidate would be the same greedy draft).
+    """
+    n = option(judge, "draft_candidates")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{type(judge).__name__}.draft_candidates must be an int >= 1, got {n!r}")
+    if n == 1 or not policy.needs_judge:
+        return 1, (config.temperature, config.seed)
+    t = option(judge, "draft_temperature")
+    t = config.temperature if t is None else float(t)
+    if not t > 0:
+        raise ValueError(f"{type(judge).__name__} asks for {n} candidate drafts per step at temperature {t}: "
+                         "greedy candidates are all the same draft; set draft_temperature > 0 "
+                         "(judge.temperature for judge=best-of-n)")
+    seed = option(judge, "draft_seed")
+    return n, (t, config.seed if seed is None else int(seed))
 
 
 def timed_score_info(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[Any]]:

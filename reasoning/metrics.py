@@ -173,8 +173,9 @@ def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
     prefix cache held), ``decode_tokens`` (ids generated). ``judge_seconds``. Of the draft's
     seconds, ``wasted_draft_seconds`` went into writing steps that were then thrown away
     (rejected, or stopped mid-step; their prefill, a read of the steps before that the draft's
-    cache keeps for its next step, is not counted as wasted), ``kept_draft_seconds`` into the
-    rest; ``wasted_draft_tokens`` and ``stopped_drafts`` count them. ``engine_seconds`` = draft +
+    cache keeps for its next step, is not counted as wasted), or into the candidates of a kept
+    step that were not kept (several candidates per step: their decode), ``kept_draft_seconds``
+    into the rest; ``wasted_draft_tokens`` and ``stopped_drafts`` count them. ``engine_seconds`` = draft +
     target + judge seconds: what :func:`engine_seconds` reads.
 
     >>> from reasoning.types import Decision, Route, StepRecord
@@ -193,14 +194,19 @@ def cost_breakdown(steps: Sequence[StepRecord]) -> dict[str, Any]:
     """
     thrown = [s for s in steps if s.decision is Decision.REJECT and not s.draft_prefix_kept]
     # A thrown-away draft's decode is lost; its prefill (reading the steps before it) stays in the
-    # draft's KV cache for its next step, so it is not.
-    wasted = sum(s.draft_seconds - (s.draft_prefill_seconds or 0.0) for s in thrown)
+    # draft's KV cache for its next step, so it is not. Of a kept step's several candidates
+    # (judge=best-of-n), the others are thrown away the same way.
+    others = [c for s in steps if s.decision is Decision.ACCEPT and s.candidates is not None
+              for i, c in enumerate(s.candidates) if i != s.best_candidate]
+    wasted = (sum(s.draft_seconds - (s.draft_prefill_seconds or 0.0) for s in thrown)
+              + sum(float(c["seconds"]) - float(c.get("prefill_seconds") or 0.0) for c in others))
     draft = _model_cost(steps, "draft")
     target = _model_cost(steps, "target")
     judge = sum(s.judge_seconds for s in steps)
     return {"draft": draft, "target": target, "judge_seconds": judge,
             "wasted_draft_seconds": wasted, "kept_draft_seconds": draft["seconds"] - wasted,
-            "wasted_draft_tokens": sum(s.draft_tokens for s in thrown),
+            "wasted_draft_tokens": (sum(s.draft_tokens for s in thrown)
+                                    + sum(int(c["tokens"]) for c in others)),
             "stopped_drafts": sum(1 for s in steps if s.draft_stopped_at is not None),
             "engine_seconds": draft["seconds"] + target["seconds"] + judge}
 

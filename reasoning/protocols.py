@@ -58,6 +58,9 @@ OPTIONS = {
     "keep_aborted": "discard",
     "rules": None,
     "phases": (),
+    "draft_candidates": 1,
+    "draft_temperature": None,
+    "draft_seed": None,
 }
 """The optional attributes of generators, judges and policies that the engine, the schedules
 and the step cache read, and what an object without one means (one place for the defaults;
@@ -84,6 +87,13 @@ the policies' are described under :class:`StepPolicy`):
   none (see :class:`StepPolicy`).
 - ``phases`` (segmenter): the phases of an answer, in order (a thinking model's ``think`` and
   ``answer``); (): one phase (see :class:`Segmenter`).
+- ``draft_candidates`` (judge; int): candidate drafts it chooses from per step (1: one draft).
+  With ``N > 1`` the draft writes ``N`` candidates of each drafted step in one call (``N``
+  requests, each with its own seed), the judge scores all of them in one call, and the best is
+  the step's draft, which the policy decides on (see
+  :class:`rewards.best_of_n.BestOfNJudge`, ``judge=best-of-n``). A policy with no judge gets one
+  draft. ``draft_temperature`` and ``draft_seed`` (judge): what the candidates are sampled at
+  (None: ``loop.temperature``, ``loop.seed``); see :func:`reasoning.engine.draft_candidates`.
 
 A wrapper (the step cache's, the async schedule's, the CLI's lazy one) must show each of these
 as its inner object has it: ``tests/unit/test_protocols.py`` checks every wrapper.

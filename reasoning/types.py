@@ -317,8 +317,11 @@ class StepRecord:
         kept: Which model's text went into the answer: ``draft`` or ``target``.
         text: The kept step's text, as it now stands in the answer.
         score: The judge's score of the draft step in [0, 1], or None if no judge ran.
-        draft_text: The drafted step (None when route is ``target``).
-        draft_tokens: Tokens the draft generated for this step (0 if none).
+        draft_text: The drafted step (None when route is ``target``); with several candidate
+            drafts, the best-scored one (``candidates[best_candidate]``).
+        draft_tokens: Tokens the draft generated for this step (0 if none); with several
+            candidates, all of them (the draft's work), as are ``draft_prompt_tokens``,
+            ``draft_seconds`` and the draft's prefill figures.
         target_text: The target's step (None when the draft was accepted).
         target_tokens: Tokens the target generated for this step (0 if none).
         draft_prompt_tokens: Prompt tokens of the draft's call(s), prefix-cache hits included.
@@ -345,7 +348,15 @@ class StepRecord:
         judge_info: What the judge said about its score of the draft, where it says more than the
             score (a judge with ``score_info``, see :data:`reasoning.protocols.OPTIONS`), as a
             JSON-ready mapping: a cascade's ``{decided_by, stage_scores}`` (which stage decided,
-            each stage's score); else None.
+            each stage's score); else None. With several candidates: the best one's.
+        candidates: Where the draft wrote several candidate steps (the judge's
+            ``draft_candidates > 1``, ``judge=best-of-n``), each in the order written:
+            ``{text, score, tokens, seconds, prefill_seconds, finish_reason}`` (``score`` None for
+            one thrown away unjudged as final under ``target_final_step``; ``judge_info`` too
+            where the judge gives one); else None.
+        best_candidate: The index in ``candidates`` of the best-scored candidate, the step's
+            ``draft_text``, kept if the policy accepts its score; None where there are no
+            candidates, or none was judged (every one final: ``draft_text`` is the first).
     """
 
     index: int
@@ -374,11 +385,16 @@ class StepRecord:
     phase: Phase | None = None
     rule: Rule | None = None
     judge_info: Mapping[str, Any] | None = None
+    candidates: tuple[Mapping[str, Any], ...] | None = None
+    best_candidate: int | None = None
 
     @property
     def kept_tokens(self) -> int:
-        """Tokens of the kept text (a stopped draft's tokens that the target continued included)."""
+        """Tokens of the kept text (a stopped draft's tokens that the target continued included;
+        of several candidates, the kept one's only)."""
         if self.kept is Route.DRAFT:
+            if self.candidates is not None and self.best_candidate is not None:
+                return int(self.candidates[self.best_candidate]["tokens"])
             return self.draft_tokens
         return self.target_tokens + (self.draft_tokens if self.draft_prefix_kept else 0)
 
@@ -393,6 +409,8 @@ class StepRecord:
             d["phase"] = Phase(d["phase"])
         if d.get("rule") is not None:
             d["rule"] = Rule(d["rule"])
+        if d.get("candidates") is not None:
+            d["candidates"] = tuple(dict(c) for c in d["candidates"])
         return cls(**d)
 
 
