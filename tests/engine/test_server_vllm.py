@@ -22,8 +22,7 @@ from reasoning.loop import LoopConfig, StepLoop
 from reasoning.policies import ThresholdPolicy
 from reasoning.segmenter import BlankLineSegmenter
 from reasoning.types import ChatMessage, FinishReason, GenerationParams, GenerationRequest, Segment
-from tests.engine.conftest import CPU_ENGINE_ENV
-from tests.engine.test_vllm import _gsm8k
+from tests.engine.conftest import CPU_ENGINE_ENV, gsm8k_problems
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -107,7 +106,7 @@ def test_a_few_problems_through_the_vllm_server(vllm_server):
     loop = StepLoop(draft=draft, target=target, judge=ConfidenceJudge(),
                     policy=ThresholdPolicy(threshold=0.6), segmenter=BlankLineSegmenter(max_step_tokens=48),
                     config=LoopConfig(token_budget=64, max_steps=6))
-    traces = loop.run(_gsm8k(3))
+    traces = loop.run(gsm8k_problems(3))
     assert [t.error for t in traces] == [None] * 3
     assert all(t.steps and all(0 <= s.score <= 1 for s in t.steps if s.score is not None) for t in traces)
     assert proc.poll() is None

@@ -6,12 +6,9 @@ runs in a couple of minutes on two cores.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +19,6 @@ from reasoning.protocols import Generator
 from reasoning.segmenter import BlankLineSegmenter
 from reasoning.types import (
     ChatMessage,
-    Completion,
     FinishReason,
     GenerationParams,
     GenerationRequest,
@@ -31,10 +27,9 @@ from reasoning.types import (
     Segment,
     StopReason,
 )
+from tests.engine.conftest import Recording, gsm8k_problems
 
 pytestmark = pytest.mark.engine
-
-GSM8K_TEST = Path("/work/shared/data/gsm8k_test.jsonl")
 
 BUDGET = 96  # tokens: the whole answer in the loop-vs-greedy test
 
@@ -43,25 +38,6 @@ def _req(messages, max_tokens: int, stop: tuple[str, ...] = ("\n\n",), prefix: t
          logprobs: int | None = None, rid: str = "r") -> GenerationRequest:
     return GenerationRequest(rid, "p", tuple(messages), prefix,
                              GenerationParams(max_tokens=max_tokens, stop=stop, logprobs=logprobs))
-
-
-class Recording:
-    """Wraps a generator and keeps every request and completion, in order."""
-
-    def __init__(self, inner: Generator, name: str | None = None) -> None:
-        self.inner = inner
-        self.name = name or inner.name
-        self.requests: list[GenerationRequest] = []
-        self.completions: list[Completion] = []
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        out = self.inner.generate(requests)
-        self.requests += list(requests)
-        self.completions += out
-        return out
-
-    def close(self) -> None:
-        pass
 
 
 def test_import_is_light():
@@ -178,20 +154,9 @@ def test_always_target_loop_reproduces_greedy_decoding(vllm_engine, chat):
         assert all(s.source == vllm_engine.name and s.token_ids is not None for s in req.prefix)
 
 
-def _gsm8k(n: int) -> list[Problem]:
-    try:
-        from reasoning.data import load_dataset
-
-        return list(load_dataset("gsm8k", split="test", limit=n))
-    except Exception:  # noqa: BLE001 - fall back to the shipped file
-        rows = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:n]]
-        return [Problem(f"gsm8k-test-{i}", r["question"], r["answer"].rsplit("####", 1)[-1].strip())
-                for i, r in enumerate(rows)]
-
-
 def test_threshold_policy_with_confidence_judge_gives_well_formed_traces(vllm_engine):
     """Draft and target are the same engine under two names; traces must be consistent."""
-    problems = _gsm8k(3)
+    problems = gsm8k_problems(3)
     budget = 64
     draft = Recording(vllm_engine, "draft")
     loop = StepLoop(draft=draft, target=vllm_engine, judge=ConfidenceJudge(),
