@@ -45,6 +45,7 @@ The run folder is Hydra's (``hydra.run.dir``, default ``runs/bench/<recipe>/<tim
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -129,8 +130,9 @@ class _Clocked(Delegating):
     def __init__(self, inner: Any, clock: list[float]) -> None:
         super().__init__(inner)
         self._clock = clock
-        if callable(getattr(inner, "score_timed", None)):  # the engine calls it instead of score
-            self.score_timed = lambda requests: self._timed(inner.score_timed, requests)
+        for call in ("score_timed", "score_info"):  # the engine calls these instead of score
+            if callable(getattr(inner, call, None)):
+                setattr(self, call, functools.partial(self._timed, getattr(inner, call)))
 
     def _timed(self, call: Callable[[Any], Any], requests: Any) -> Any:
         t0 = time.perf_counter()

@@ -57,7 +57,7 @@ def wrappers(tmp_path):
 
 
 OWN = {"CachedJudge": {"score_timed", "score_info"}, "GatheredJudge": {"score_timed", "score_info"},
-       "Clocked": {"score_timed"}}
+       "Clocked": {"score_timed", "score_info"}}
 """The options a wrapper answers itself: the cache and the gatherer know a judge call's cost (and
 pass a judge's infos on through their own ``score_info``, None where the inner judge has none),
 and the bench's clock times the inner judge's own score_timed."""
@@ -137,6 +137,10 @@ def test_the_bench_clock_times_a_judge_that_reports_its_own_cost():
             time.sleep(0.02)
             return [0.5] * len(requests), 0.01
 
+        def score_info(self, requests):
+            time.sleep(0.03)
+            return [0.5] * len(requests), [0.01] * len(requests), [{"decided_by": 0}] * len(requests)
+
     class PlainJudge:
         def score(self, requests):
             return [0.5] * len(requests)
@@ -144,8 +148,11 @@ def test_the_bench_clock_times_a_judge_that_reports_its_own_cost():
     clock = [0.0]
     w = _Clocked(TimedJudge(), clock)
     assert w.score_timed(["a", "b"]) == ([0.5, 0.5], 0.01)
-    assert clock[0] >= 0.02
-    assert option(_Clocked(PlainJudge(), [0.0]), "score_timed") is None  # none invented
+    assert 0.02 <= clock[0] < 0.05
+    assert w.score_info(["a"]) == ([0.5], [0.01], [{"decided_by": 0}])
+    assert clock[0] >= 0.05  # both calls on the clock
+    plain = _Clocked(PlainJudge(), [0.0])
+    assert option(plain, "score_timed") is None and option(plain, "score_info") is None  # none invented
 
 
 class Says(Inner):
