@@ -57,7 +57,7 @@ def wrappers(tmp_path):
 
 
 OWN = {"CachedJudge": {"score_timed", "score_info"}, "GatheredJudge": {"score_timed", "score_info"},
-       "Clocked": {"score_timed", "score_info"}}
+       "Clocked": {"score_timed"}}  # and score_info, for a judge built with one (see below)
 """The options a wrapper answers itself: the cache and the gatherer know a judge call's cost (and
 pass a judge's infos on through their own ``score_info``, None where the inner judge has none),
 and the bench's clock times the inner judge's own score_timed."""
