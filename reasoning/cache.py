@@ -408,7 +408,7 @@ class CachedJudge(Delegating):
     def score_timed(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
         """The scores and the seconds per item: a hit at the seconds its score took when it was
         computed, a miss at its share of the inner judge's call (see
-        :func:`reasoning.engine.timed_scores`)."""
+        :func:`reasoning.judge_calls.timed_scores`)."""
         scores, seconds, _ = self._scores(requests, with_info=False)
         return scores, seconds
 
@@ -429,7 +429,7 @@ class CachedJudge(Delegating):
         An entry stored without an info (by a judge without ``score_info``, or before the cache
         kept them) is not a hit for a call that wants one: it is computed again and stored with
         its info, so no key version changes and every other entry stays valid."""
-        from reasoning.engine import timed_score_info, timed_scores
+        from reasoning.judge_calls import timed_score_info, timed_scores
 
         keys = [judge_key(self.judge_id, r) for r in requests]
         found = self.cache.get_many(keys)

@@ -25,6 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reasoning.judge_calls import (  # noqa: F401 - re-exported: engine.<name> keeps working
+    draft_candidates,
+    judge_logprobs,
+    request_seed,
+    timed_score_info,
+    timed_scores,
+)
+from reasoning.loop_config import SCHEDULES, LoopConfig  # noqa: F401 - re-exported
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import (
     Generator,
@@ -55,70 +63,6 @@ from reasoning.types import (
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("lockstep", "async")
-"""The schedules that drive the engine: ``lockstep`` (:class:`reasoning.loop.StepLoop`) and
-``async`` (:mod:`reasoning.schedule`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoopConfig:
-    """Knobs of the step loop.
-
-    Attributes:
-        max_steps: Most steps in one answer.
-        token_budget: Most tokens in one answer (kept steps, counted by the model that wrote
-            each); the last step is cut to fit.
-        max_repeats: Stop after the same step text comes this many extra times in a row
-            (0 = never).
-        stop_at_answer: Stop after a step that gives the final answer. Off, a problem goes on
-            until the end of sequence, the budget or ``max_steps`` (like plain decoding).
-        max_merges: Most extra engine calls that extend a too-short step (see
-            ``Segmenter.too_short``).
-        max_in_flight: Problems in flight at once (0 = all of them): stepped together in one
-            lockstep batch, or, with ``schedule: async``, each on its own.
-        schedule: ``lockstep`` (every round waits for all problems in flight) or ``async``
-            (each problem advances on its own; the requests waiting on a model are merged into
-            one call, and the draft, judge and target calls run at the same time).
-        temperature: Sampling temperature for both models (0 = greedy).
-        top_p: Nucleus sampling mass for both models.
-        seed: Sampling seed (None = engine's choice). Each sampled request gets its own seed
-            derived from it and the request (problem, step, model, piece): see
-            :func:`request_seed`; greedy requests carry it unchanged.
-        draft_logprobs: Ask the draft for this many top logprobs per token (None = only what
-            the judge's ``needs_logprobs`` asks for: ``True`` or 0 for the sampled token's
-            logprob, an int ``k > 0`` for the top ``k``; the larger of the two when both are set).
-        retries: Times a failing engine request is tried again on its own before its
-            problem is given up with ``stop_reason = error``.
-    """
-
-    max_steps: int = 32
-    token_budget: int = 1024
-    max_repeats: int = 2
-    stop_at_answer: bool = True
-    max_merges: int = 4
-    max_in_flight: int = 0
-    schedule: str = "lockstep"
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    draft_logprobs: int | None = None
-    retries: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "token_budget"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_repeats", "max_merges", "max_in_flight", "retries"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"loop.schedule must be {' or '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.temperature < 0:
-            raise ValueError(f"loop.temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"loop.top_p must be in (0, 1], got {self.top_p}")
-        if self.draft_logprobs is not None and self.draft_logprobs < 0:
-            raise ValueError(f"loop.draft_logprobs must be >= 0 or null, got {self.draft_logprobs}")
 
 
 @dataclass(slots=True)
@@ -746,134 +690,6 @@ class StepEngine:
                      target_budget_spent_at=s.budget_spent_at)
 
 
-def request_seed(seed: int, request_id: str) -> int:
-    """The sampling seed of one request: ``seed`` and the request id (problem, step, model and
-    piece) hashed together, so that problems, steps and models draw different random streams,
-    and a rerun with the same ``seed`` draws the same ones.
-
-    >>> request_seed(0, "p/0/d0") == request_seed(0, "p/0/d0") != request_seed(0, "p/0/t0")
-    True
-    >>> 0 <= request_seed(7, "x") < 2 ** 31
-    True
-    """
-    import hashlib
-
-    h = hashlib.sha256(f"{seed}\x00{request_id}".encode()).digest()
-    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
-
-
-def timed_scores(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float]:
-    """The judge's scores of ``requests`` and the seconds charged to each.
-
-    A judge that knows its own cost per item has ``score_timed`` (returning the scores and the
-    seconds per item): the step cache's judge (a hit costs what it cost when computed) and the
-    async schedule's gathered judge (its merged call's seconds over the items it merged, not the
-    wait in its queue). Any other judge is timed here, the call's wall time over its items.
-
-    Raises:
-        RuntimeError: the judge returned another number of scores than it was asked for.
-    """
-    timed = option(judge, "score_timed")
-    if timed is not None:
-        scores, seconds = timed(requests)
-        scores = list(scores)
-    else:
-        t0 = time.perf_counter()
-        scores = list(judge.score(requests))
-        seconds = (time.perf_counter() - t0) / max(len(requests), 1)
-    if len(scores) != len(requests):
-        raise RuntimeError(f"judge returned {len(scores)} scores for {len(requests)} steps")
-    return scores, float(seconds)
-
-
-def draft_candidates(judge: object, policy: StepPolicy,
-                     config: LoopConfig) -> tuple[int, tuple[float, int | None]]:
-    """How many candidate drafts the draft writes per step, and at what ``(temperature, seed)``.
-
-    The judge's optional ``draft_candidates`` (:data:`reasoning.protocols.OPTIONS`; e.g.
-    ``judge=best-of-n``, :class:`rewards.best_of_n.BestOfNJudge`) asks for ``N``; its
-    ``draft_temperature`` and ``draft_seed`` (None: ``loop.temperature`` and ``loop.seed``) are
-    what the candidates are sampled at, each request with its own seed (:func:`request_seed`).
-    A policy that calls no judge has nothing to choose the best with: one draft, at the loop's.
-
-    >>> class BestOf4:
-    ...     draft_candidates, draft_temperature, draft_seed = 4, 0.7, None
-    >>> class Thresh:
-    ...     needs_judge = True
-    >>> draft_candidates(BestOf4(), Thresh(), LoopConfig(seed=3))
-    (4, (0.7, 3))
-    >>> draft_candidates(object(), Thresh(), LoopConfig())  # no candidates: one draft at the loop's
-    (1, (0.0, None))
-
-    Raises:
-        ValueError: ``draft_candidates`` not an int >= 1, or ``N > 1`` at temperature 0 (every
-            candidate would be the same greedy draft).
-    """
-    n = option(judge, "draft_candidates")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{type(judge).__name__}.draft_candidates must be an int >= 1, got {n!r}")
-    if n == 1 or not policy.needs_judge:
-        return 1, (config.temperature, config.seed)
-    t = option(judge, "draft_temperature")
-    t = config.temperature if t is None else float(t)
-    if not t > 0:
-        raise ValueError(f"{type(judge).__name__} asks for {n} candidate drafts per step at temperature {t}: "
-                         "greedy candidates are all the same draft; set draft_temperature > 0 "
-                         "(judge.temperature for judge=best-of-n)")
-    seed = option(judge, "draft_seed")
-    return n, (t, config.seed if seed is None else int(seed))
-
-
-def timed_score_info(judge: Judge, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[Any]]:
-    """:func:`timed_scores` and, per request, what the judge said about its score: a JSON-ready
-    mapping from its ``score_info`` (a cascade's ``{decided_by, stage_scores}``), or None for
-    every request of a judge without one. The engine keeps it in the step's record
-    (``StepRecord.judge_info``).
-
-    >>> from reasoning.judges import ConstantJudge
-    >>> class Says(ConstantJudge):
-    ...     def score_info(self, requests):
-    ...         return self.score(requests), 0.5, [{"why": "constant"}] * len(requests)
-    >>> timed_score_info(Says(0.25), ["a step"])
-    ([0.25], 0.5, [{'why': 'constant'}])
-    >>> timed_score_info(ConstantJudge(0.25), ["a step"])[2]
-    [None]
-
-    Raises:
-        RuntimeError: the judge returned another number of scores or infos than it was asked for.
-    """
-    info = option(judge, "score_info")
-    if info is None:
-        scores, seconds = timed_scores(judge, requests)
-        return scores, seconds, [None] * len(scores)
-    scores, seconds, infos = info(requests)
-    scores, infos = list(scores), list(infos)
-    if len(scores) != len(requests) or len(infos) != len(requests):
-        raise RuntimeError(f"judge returned {len(scores)} scores and {len(infos)} infos for "
-                           f"{len(requests)} steps")
-    return scores, float(seconds), infos
-
-
-def judge_logprobs(judge: object) -> int | None:
-    """What a judge's ``needs_logprobs`` asks of the draft, as ``GenerationParams.logprobs``.
-
-    Missing, False or None: nothing (None); True: the sampled token's logprob (0); an int
-    ``k >= 0``: the top ``k`` per token (0 meaning the sampled token's only).
-
-    >>> class Wants:
-    ...     needs_logprobs = 5
-    >>> judge_logprobs(object()), judge_logprobs(Wants())
-    (None, 5)
-    """
-    need = option(judge, "needs_logprobs")
-    if need is None or need is False:
-        return None
-    if need is True:
-        return 0
-    if isinstance(need, int) and need >= 0:
-        return need
-    raise ValueError(f"{type(judge).__name__}.needs_logprobs must be a bool or an int >= 0 "
-                     f"(top logprobs per token), got {need!r}")
 
 
 def with_grade(trace: Trace, predicted: str | None, correct: bool | None, note: str | None) -> Trace:

@@ -67,19 +67,19 @@ and the step cache read, and what an object without one means (one place for the
 the policies' are described under :class:`StepPolicy`):
 
 - ``needs_logprobs`` (judge or policy; bool or int): what it needs of the draft's logprobs
-  (:func:`reasoning.engine.judge_logprobs`).
+  (:func:`reasoning.judge_calls.judge_logprobs`).
 - ``concurrent_calls`` (generator or judge; bool): it may be called from several threads at
   once and gains by it (servers, judges with no engine); None: not said (a judge then follows
   its ``generator``; see :func:`reasoning.schedule.takes_concurrent_calls`).
 - ``cache_identity`` (judge; JSON-ready): what, beyond its config, changes its scores (a
   router's files), part of its step-cache key.
 - ``score_timed(requests) -> (scores, seconds per item)`` (judge): it knows its own cost per
-  item (see :func:`reasoning.engine.timed_scores`).
+  item (see :func:`reasoning.judge_calls.timed_scores`).
 - ``score_info(requests) -> (scores, seconds per item, infos)`` (judge): ``score_timed`` and,
   per item, a JSON-ready mapping (or None) saying more about its score, which the engine keeps in
   the step's record (``StepRecord.judge_info``): a cascade's ``{decided_by, stage_scores}``
   (:meth:`rewards.cascade.CascadeJudge.score_info`). The engine calls it instead of
-  ``score_timed`` where a judge has it (see :func:`reasoning.engine.timed_score_info`); the
+  ``score_timed`` where a judge has it (see :func:`reasoning.judge_calls.timed_score_info`); the
   step cache stores the infos with the scores, the async schedule splits them per item.
 - ``reset_cache() -> bool`` (generator): empty its engine caches (see :func:`reset_cache`).
 - ``rules`` (policy): its per-problem rules (first steps, final step, fallback, target-token
@@ -93,7 +93,7 @@ the policies' are described under :class:`StepPolicy`):
   the step's draft, which the policy decides on (see
   :class:`rewards.best_of_n.BestOfNJudge`, ``judge=best-of-n``). A policy with no judge gets one
   draft. ``draft_temperature`` and ``draft_seed`` (judge): what the candidates are sampled at
-  (None: ``loop.temperature``, ``loop.seed``); see :func:`reasoning.engine.draft_candidates`.
+  (None: ``loop.temperature``, ``loop.seed``); see :func:`reasoning.judge_calls.draft_candidates`.
 
 A wrapper (the step cache's, the async schedule's, the CLI's lazy one) must show each of these
 as its inner object has it: ``tests/unit/test_protocols.py`` checks every wrapper.

@@ -36,7 +36,8 @@ from typing import Any
 
 from reasoning.delegating import Delegating
 from reasoning.engine import SCHEDULES as _SCHEDULES
-from reasoning.engine import StepEngine, timed_score_info
+from reasoning.engine import StepEngine
+from reasoning.judge_calls import timed_score_info
 from reasoning.protocols import option
 from reasoning.types import Problem, Trace
 
@@ -239,7 +240,8 @@ class GatheredJudge(_Proxy):
         return self.score_timed(requests)[0]
 
     def score_timed(self, requests):
-        """The scores and the merged call's seconds per item (see :func:`reasoning.engine.timed_scores`)."""
+        """The scores and the merged call's seconds per item (see
+        :func:`reasoning.judge_calls.timed_scores`)."""
         pairs, seconds = self._gatherer.submit_timed(requests)
         return [sc for sc, _ in pairs], seconds
 
@@ -256,7 +258,7 @@ class GatheredJudge(_Proxy):
 
 def _timed_call(obj: Any, method: str) -> Callable[[list[Any]], tuple[Sequence[Any], float]]:
     """``obj``'s ``method`` as a gatherer calls it: results and seconds per item, timed where it
-    runs. A judge's results are ``(score, info)`` pairs (see :func:`reasoning.engine.timed_score_info`),
+    runs. A judge's results are ``(score, info)`` pairs (see :func:`reasoning.judge_calls.timed_score_info`),
     so that the merged call's infos are split per item with the scores."""
     if method == "score":
         def scored(items: list[Any]) -> tuple[Sequence[Any], float]:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reasoning.engine import judge_logprobs, timed_scores
+from reasoning.judge_calls import judge_logprobs, timed_scores
 from reasoning.judges import bind_judge
 from reasoning.protocols import Generator, JudgeRequest, option
 from reasoning.schedule import takes_concurrent_calls
@@ -174,7 +174,7 @@ class CascadeJudge:
     def score_info(self, requests: Sequence[JudgeRequest]) -> tuple[list[float], float, list[dict[str, Any]]]:
         """:meth:`score_timed` and, per step, its verdict as a JSON-ready record
         (:meth:`Verdict.as_dict`: ``decided_by``, ``stage_scores``). The engine calls this instead
-        of :meth:`score_timed` (see :func:`reasoning.engine.timed_score_info`) and keeps each
+        of :meth:`score_timed` (see :func:`reasoning.judge_calls.timed_score_info`) and keeps each
         step's verdict in its record, ``StepRecord.judge_info``; ``summary.json`` counts the steps
         each stage decided (``judge_decided_by``)."""
         verdicts, seconds = self._run(requests)

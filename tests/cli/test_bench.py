@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The models bench on the scripted doubles: the cpu-pair preset with its models swapped.
 # Models of known cost (seconds per prompt id read / id written, with a per-problem KV cache): the
 # target costs three times the draft, so engine seconds and the mixing line are exact.
-PLAIN = ["model@draft=scripted-draft", "model@target=scripted-target", "dataset.sample=null", "dataset.limit=3", "progress=false"]
+PLAIN = ["model@draft=scripted-draft", "model@target=scripted-target", "dataset.sample=null",
+         "dataset.limit=3", "progress=false"]
 SCRIPTED = [*PLAIN, "draft.prefix_cache=true", "draft.prefill_cost=0.001", "draft.decode_cost=0.01",
             "target.prefix_cache=true", "target.prefill_cost=0.003", "target.decode_cost=0.03"]
 

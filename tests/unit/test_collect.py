@@ -276,13 +276,15 @@ def _run(*args):
 
 def test_the_recipe_collects_with_scripted_models(tmp_path):
     out = tmp_path / "data"
-    p = _run("model@draft=scripted-draft", "model@target=scripted-target", "judge@reward=scripted", "dataset.limit=2", f"out={out}",
+    p = _run("model@draft=scripted-draft", "model@target=scripted-target", "judge@reward=scripted",
+             "dataset.limit=2", f"out={out}",
              "progress=false")
     assert p.returncode == 0, p.stderr
     rows = read_rows(out / STEPS)
     assert {r["problem_id"] for r in rows} == {"gsm8k-train-0", "gsm8k-train-1"}
     assert (out / "config.yaml").is_file() and "router data:" in p.stdout
-    bad = _run("model@draft=scripted-draft", "model@target=scripted-target", "judge@reward=scripted", "dataset.split=test",
+    bad = _run("model@draft=scripted-draft", "model@target=scripted-target", "judge@reward=scripted",
+               "dataset.split=test",
                f"out={tmp_path / 'x'}")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
