@@ -15,14 +15,18 @@ This module imports neither: the layers point one way (engine, then schedules).
 
 A failing engine or judge call is retried request by request, so that one bad problem ends
 with ``stop_reason = error`` (its message recorded) instead of taking the whole batch down.
+
+How a step is written (the requests, merged pieces, retries) is :class:`reasoning.step_writer.StepWriting`'s,
+the per-problem records of a round are :mod:`reasoning.round_state`'s; the judge calls are
+:mod:`reasoning.judge_calls`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from reasoning.judge_calls import (  # noqa: F401 - re-exported: engine.<name> keeps working
@@ -43,14 +47,13 @@ from reasoning.protocols import (
     StepPolicy,
     option,
 )
+from reasoning.round_state import _Candidates, _draft_totals, _State, _Step  # noqa: F401 - loop imports _State here
+from reasoning.step_writer import StepWriting
 from reasoning.stops import default_stop_rules
 from reasoning.types import (
-    ChatMessage,
-    Completion,
     Decision,
     FinishReason,
     GenerationParams,
-    GenerationRequest,
     Phase,
     Problem,
     Route,
@@ -65,103 +68,7 @@ log = logging.getLogger(__name__)
 
 
 
-@dataclass(slots=True)
-class _State:
-    problem: Problem
-    messages: tuple[ChatMessage, ...]
-    segments: list[Segment] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    tokens_used: int = 0
-    target_steps: int = 0
-    target_run: int = 0  # latest steps in a row kept from the target
-    stop: StopReason | None = None
-    error: str | None = None
-    last_ctx: StepContext | None = None
-    t0: float = 0.0  # perf_counter at admission, for the trace's latency
-    phase: Phase | None = None  # the phase the next step is written in (a phased segmenter)
-    target_tokens: int = 0  # tokens the target generated for the steps so far
-    judged: list[bool] = field(default_factory=list)  # the judged drafts, kept (True) or not
-    fallback_at: int | None = None  # the step from which the target writes the rest
-    fallback_reason: str | None = None
-    budget_spent_at: int | None = None  # the step from which the draft writes the rest
-
-    def ctx(self, budget: int) -> StepContext:
-        # The context the stop rules saw after a step is the next round's: build it once.
-        # (What it holds changes only when a step is added, or with the budget.)
-        c = self.last_ctx
-        if (c is None or c.step_index != len(self.steps) or c.tokens_used != self.tokens_used
-                or c.target_steps != self.target_steps or c.token_budget != budget):
-            c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps,
-                                            self.target_run, self.target_tokens, self.phase,
-                                            self.fallback_at is not None)
-        return c
-
-
-@dataclass(slots=True)
-class _Step:
-    """One model's step for one problem, possibly merged from several engine calls."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] | None = None
-    top_logprobs: list[Mapping[str, float]] | None = None
-    prompt_tokens: int = 0
-    prefill_tokens: int = 0
-    seconds: float = 0.0
-    prefill_seconds: float | None = 0.0  # None once a piece's engine did not measure it
-    finish: FinishReason = FinishReason.STOP
-    truncated: bool = False
-    calls: int = 0
-    capped: bool = False  # the last call stopped at the piece size asked for, not at the step's end
-    stopped_at: int | None = None  # tokens written when the policy stopped the draft
-
-    def completion(self) -> Completion:
-        return Completion(self.text, tuple(self.token_ids), self.finish, self.prompt_tokens,
-                          logprobs=None if self.logprobs is None else tuple(self.logprobs),
-                          top_logprobs=None if self.top_logprobs is None else tuple(self.top_logprobs),
-                          seconds=self.seconds)
-
-
-@dataclass(slots=True)
-class _Candidates:
-    """The candidate drafts of one step (the judge's ``draft_candidates > 1``), their scores and
-    infos (None: not judged, thrown away as final), and the index of the best, the step's draft
-    (None: none was judged)."""
-
-    steps: list[_Step]
-    scores: list[float | None]
-    infos: list[Any]
-    best: int | None = None
-
-    def record(self) -> tuple[dict[str, Any], ...]:
-        """What the step record keeps of each candidate (``StepRecord.candidates``)."""
-        out = []
-        for st, sc, info in zip(self.steps, self.scores, self.infos):
-            d = {"text": st.text, "score": sc, "tokens": len(st.token_ids), "seconds": st.seconds,
-                 "prefill_seconds": st.prefill_seconds, "finish_reason": st.finish.value}
-            if info is not None:
-                d["judge_info"] = info
-            out.append(d)
-        return tuple(out)
-
-
-def _draft_totals(dstep: _Step | None,
-                  cands: _Candidates | None) -> tuple[int, int, float, int, float | None]:
-    """The draft's tokens, prompt tokens, seconds, prefill tokens and prefill seconds of a step:
-    its draft's, or the sums over all its candidates (prefill seconds None if one's is unknown)."""
-    if cands is None:
-        if dstep is None:
-            return 0, 0, 0.0, 0, None
-        return (len(dstep.token_ids), dstep.prompt_tokens, dstep.seconds, dstep.prefill_tokens,
-                dstep.prefill_seconds)
-    steps = cands.steps
-    pre = [x.prefill_seconds for x in steps]
-    return (sum(len(x.token_ids) for x in steps), sum(x.prompt_tokens for x in steps),
-            sum(x.seconds for x in steps), sum(x.prefill_tokens for x in steps),
-            None if None in pre else sum(pre))
-
-
-class StepEngine:
+class StepEngine(StepWriting):
     """The rounds of step-level speculative reasoning; schedules drive it (see the module).
 
     Args:
@@ -437,46 +344,6 @@ class StepEngine:
         if budget is not None and s.budget_spent_at is None and s.target_tokens >= budget:
             s.budget_spent_at = len(s.steps)
 
-    def _is_final(self, phase: Phase | None, text: str) -> bool:
-        """Whether a step ``text`` written in ``phase`` gives the final answer (the segmenter's view)."""
-        if self._phase0 is None:
-            return self.segmenter.is_final(text)
-        return self.segmenter.is_final_step(text, phase)
-
-    def _step_max(self, s: _State) -> int:
-        """The token limit of ``s``'s next step (its phase's, for a phased segmenter)."""
-        if self._phase0 is None:
-            return self.segmenter.max_step_tokens
-        return self.segmenter.max_tokens_in(s.phase)
-
-    def _params(self, s: _State, used: int, logprobs: int | None, cap: int | None = None,
-                limit: int | None = None, sampled: bool = False) -> tuple[GenerationParams | None, bool]:
-        """The request's parameters (None: no room left) and whether ``cap`` set its token limit.
-
-        ``limit``: at most this many more tokens, whatever the step and budget allow (the
-        target's budget left); unlike ``cap`` it ends the step there. ``sampled``: a candidate
-        draft's, at the candidates' temperature and seed (the judge's ``draft_temperature`` and
-        ``draft_seed``) instead of the loop's.
-        """
-        c = self.config
-        left = min(self._step_max(s) - used, c.token_budget - s.tokens_used - used)
-        if limit is not None and limit < left:
-            left = limit
-        if left < 1:
-            return None, False
-        capped = cap is not None and cap < left
-        if capped:
-            left = cap
-        stop = self.segmenter.stop if self._phase0 is None else self.segmenter.stop_in(s.phase)
-        key = (left, logprobs, s.phase, sampled)
-        params = self._params_cache.get(key)
-        if params is None or params.stop != stop:
-            temperature, seed = self._sampling if sampled else (c.temperature, c.seed)
-            params = self._params_cache[key] = GenerationParams(
-                max_tokens=left, temperature=temperature, top_p=c.top_p, seed=seed, stop=stop,
-                logprobs=logprobs)
-        return params, capped
-
     def _draft_phase(self, states: list[_State], ctxs: dict[int, StepContext]):
         """The drafts of ``states``, as the policy has them written: whole, a glimpse that the
         judge rules on before the rest is written, or piece by piece until the policy stops it.
@@ -527,127 +394,6 @@ class StepEngine:
                     decided[id(s)] = Decision.REJECT
             todo = nxt
         return drafts, decided, scored, judge_s, told
-
-    def _generate_steps(self, gen: Generator, states: list[_State], logprobs: int | None,
-                        tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
-                        lead: dict[int, _Step] | None = None,
-                        limits: dict[int, int | None] | None = None) -> dict[int, _Step]:
-        """One step for each state from ``gen``, merging too-short pieces; batched.
-
-        ``cap``: at most this many tokens for this call (a glimpse, a piece of a draft; no
-        merging then: the caller goes on). ``start``: steps already begun, continued. ``lead``:
-        the first part of the step another model wrote, prefixed to the requests and counted in
-        the step's token limit. ``limits``: most tokens ``gen`` may write for a state's step,
-        over all its calls (the target's budget left).
-        """
-        got = self._generate(gen, [(s, None) for s in states], logprobs, tag, cap, start, lead, limits)
-        return {k: v for (k, _), v in got.items()}
-
-    def _generate(self, gen: Generator, slots: list[tuple[_State, int | None]], logprobs: int | None,
-                  tag: str, cap: int | None = None, start: dict[int, _Step] | None = None,
-                  lead: dict[int, _Step] | None = None,
-                  limits: dict[int, int | None] | None = None) -> dict[tuple[int, int | None], _Step]:
-        """:meth:`_generate_steps` over slots ``(state, candidate)``, by ``(id(state), candidate)``:
-        candidate None is the state's one step; an int ``i`` is its ``i``-th candidate draft,
-        sampled at the candidates' temperature with its own seed (request id ``.../d<call>c<i>``).
-        All slots go to ``gen`` in one call (and one more per merge of too-short pieces)."""
-        start = start or {}
-        lead = lead or {}
-        steps = {(id(s), i): start.get(id(s)) or _Step(logprobs=[] if logprobs is not None else None,
-                                                       top_logprobs=[] if logprobs else None)
-                 for s, i in slots}
-        todo = list(slots)
-        for _attempt in range(1 if cap is not None else self.config.max_merges + 1):
-            reqs, owners = [], []
-            for slot in todo:
-                s, i = slot
-                st = steps[(id(s), i)]
-                led = lead.get(id(s))
-                used = len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
-                limit = limits.get(id(s)) if limits else None
-                if limit is not None:
-                    limit -= len(st.token_ids)
-                params, capped = self._params(s, used, logprobs, cap, limit, sampled=i is not None)
-                st.capped = False
-                if params is None:
-                    st.finish = FinishReason.LENGTH
-                    st.truncated = used >= self._step_max(s)
-                    continue
-                prefix = tuple(s.segments)
-                if led is not None:
-                    prefix += (Segment(led.text, self.draft.name, tuple(led.token_ids)),)
-                if st.calls:
-                    prefix += (Segment(st.text, gen.name, tuple(st.token_ids)),)
-                rid = f"{s.problem.id}/{len(s.steps)}/{tag}{st.calls}"
-                if i is not None:
-                    rid += f"c{i}"
-                if params.seed is not None and params.temperature > 0:
-                    params = replace(params, seed=request_seed(params.seed, rid))
-                reqs.append(GenerationRequest(rid, s.problem.id, s.messages, prefix, params))
-                owners.append((slot, capped))
-            if not reqs:
-                break
-            results = self._call(gen, reqs, [slot[0] for slot, _ in owners])
-            todo = []
-            for (slot, capped), c in zip(owners, results):
-                if c is None:
-                    continue
-                s = slot[0]
-                st = steps[(id(s), slot[1])]
-                st.text += c.text
-                st.token_ids.extend(c.token_ids)
-                if st.logprobs is not None:
-                    if c.logprobs is None:
-                        s.error = f"{gen.name} returned no logprobs though they were asked for"
-                        continue
-                    st.logprobs.extend(c.logprobs)
-                if st.top_logprobs is not None:  # kept only while every piece has them
-                    tops = c.top_logprobs
-                    st.top_logprobs = None if tops is None else st.top_logprobs + list(tops)
-                st.prompt_tokens += c.prompt_tokens
-                st.prefill_tokens += c.prefill_tokens
-                st.seconds += c.seconds
-                st.prefill_seconds = (None if st.prefill_seconds is None or c.prefill_seconds is None
-                                      else st.prefill_seconds + c.prefill_seconds)
-                st.calls += 1
-                st.finish = c.finish_reason
-                if c.finish_reason is FinishReason.LENGTH:
-                    st.capped = capped
-                    led = lead.get(id(s))
-                    st.truncated = (len(st.token_ids) + (len(led.token_ids) if led is not None else 0)
-                                    >= self._step_max(s))
-                if (c.finish_reason is FinishReason.STOP and self.segmenter.too_short(st.text)
-                        and not self._is_final(s.phase, st.text)):
-                    if cap is not None:
-                        st.capped = True  # too short to stand: the caller's next piece extends it
-                    else:
-                        todo.append(slot)
-            if not todo:
-                break
-        return {k: v for k, v in steps.items() if v.calls}
-
-    def _call(self, gen: Generator, reqs: list[GenerationRequest],
-              owners: list[_State], tries_left: int | None = None) -> list[Completion | None]:
-        """Call the engine on a batch; on failure, retry one by one to isolate bad requests."""
-        try:
-            out = gen.generate(reqs)
-            if len(out) != len(reqs):
-                raise RuntimeError(f"{gen.name} returned {len(out)} completions for {len(reqs)} requests")
-            for c in out:
-                if not isinstance(c, Completion):
-                    raise RuntimeError(f"{gen.name} returned {type(c).__name__}, not a Completion")
-            return list(out)
-        except Exception as e:  # noqa: BLE001 - a failing engine call must not end the run
-            if len(reqs) == 1:
-                left = self.config.retries if tries_left is None else tries_left
-                if left > 0:
-                    log.warning("problem %s: %s failed (%s); retrying", owners[0].problem.id, gen.name, e)
-                    return self._call(gen, reqs, owners, left - 1)
-                owners[0].error = f"{gen.name}: {type(e).__name__}: {e}"
-                log.warning("problem %s failed in %s: %s", owners[0].problem.id, gen.name, e)
-                return [None]
-            log.warning("%s failed on a batch of %d (%s); retrying one by one", gen.name, len(reqs), e)
-            return [self._call(gen, [r], [o])[0] for r, o in zip(reqs, owners)]
 
     def _judge(self, items: list[tuple[_State, _Step]]) -> tuple[list[float | None], float, list[Any]]:
         """The judge's scores of the drafted steps ``items`` (a problem's state and one of its
