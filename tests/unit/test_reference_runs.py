@@ -10,7 +10,6 @@ regenerate the files (the run below, timing fields stripped) and say why in the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,11 +57,8 @@ def _same_where_recorded(ref, new, where: str) -> list[str]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
-    env = {**os.environ, "STEPSPEC_DATA": os.environ.get("STEPSPEC_DATA", "")}
-    if not env["STEPSPEC_DATA"]:
-        env.pop("STEPSPEC_DATA")
     p = subprocess.run([sys.executable, "-m", "recipes.evaluate", "recipe=smoke", f"hydra.run.dir={out}",
-                        "progress=false"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                        "progress=false"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     return out
 
