@@ -11,7 +11,6 @@ test_router.py's synthetic rows, where the target is better exactly when the dra
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from reasoning.policies import ThresholdPolicy
 from reasoning.segmenter import BlankLineSegmenter
 from reasoning.types import Decision, Problem, Route
 from rewards.best_of_n import BestOfNJudge
+from tests.unit.router_rows import synthetic_rows
 
 N = 4
 
@@ -163,25 +163,6 @@ class SampledProbs(ScriptedGenerator):
                             top_logprobs=tuple({t: lp for t in d} for d in c.top_logprobs or ()) or None)
             done.append(c)
         return done
-
-
-def synthetic_rows(problems=60, steps=6, seed=0, k=5):
-    """test_router.py's rows: advantage = 0.3 * (-mean_logprob - 1.5) + noise; the rest is noise."""
-    rng = random.Random(seed)
-    rows = []
-    for p in range(problems):
-        for i in range(steps):
-            m = rng.uniform(-3.0, 0.0)
-            adv = 0.3 * (-m - 1.5) + rng.gauss(0, 0.05)
-            rows.append({"problem_id": f"gsm8k-train-{p}", "step_index": i, "question": "q" * (20 + p),
-                         "history": [], "draft_step": "x", "target_step": "y",
-                         "draft_score": 0.5 - adv / 2, "target_score": 0.5 + adv / 2, "advantage": adv,
-                         "features": {"mean_logprob": m, "min_logprob": m - rng.uniform(0, 2),
-                                      "first_token_entropy": rng.uniform(0, 1),
-                                      "step_tokens": rng.randint(5, 50), "step_index": i,
-                                      "problem_chars": 20 + p},
-                         "top_logprobs": k, "problem_steps": steps})
-    return rows
 
 
 def test_best_of_n_over_a_router_scores_every_candidate_in_one_call_and_keeps_the_best(tmp_path):
