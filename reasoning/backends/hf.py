@@ -160,7 +160,10 @@ class HFGenerator(TokenPrompts):
         """Continue each request; one completion per request, in order.
 
         Requests are grouped by sampling setting (all greedy requests together; sampled ones by
-        temperature, top-p and seed) and run in chunks of ``batch_size``.
+        temperature, top-p and seed) and run in chunks of ``batch_size``. A seeded sampled request
+        runs in a call of its own: transformers samples a batch from torch's one generator, so
+        two requests of one seed in one batch would draw different numbers (and a request's sample
+        would depend on its batch), where every other backend gives each request its own stream.
         """
         self._check_open()
         groups: dict[tuple, list[int]] = {}
@@ -170,8 +173,9 @@ class HFGenerator(TokenPrompts):
             groups.setdefault(key, []).append(i)
         out: list[Completion | None] = [None] * len(requests)
         for (temperature, top_p, seed), idx in groups.items():
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
+            size = 1 if seed is not None and temperature > 0 else self.batch_size
+            for start in range(0, len(idx), size):
+                chunk = idx[start:start + size]
                 done = self._generate_chunk([requests[i] for i in chunk], temperature, top_p, seed)
                 for i, c in zip(chunk, done):
                     out[i] = c

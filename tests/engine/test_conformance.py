@@ -241,12 +241,8 @@ def test_a_seed_fixes_the_sample(backend, kind, chat):
     assert x.token_ids != z.token_ids
 
 
-def test_two_requests_with_one_seed_in_one_batch_sample_alike(backend, kind, chat, request):
+def test_two_requests_with_one_seed_in_one_batch_sample_alike(backend, kind, chat):
     _not_on(kind, scripted="the double samples nothing: sampled requests write its script")
-    if kind == "hf":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="HFGenerator samples the requests of one seed as one batch from torch's one "
-                                "generator, seeded once: its rows draw different numbers"))
     params = GenerationParams(max_tokens=16, temperature=1.0, seed=7)
     x, y = backend.generate([GenerationRequest(f"twin-{i}", f"twin-{i}", tuple(chat), (), params)
                              for i in range(2)])
