@@ -1,7 +1,7 @@
 """One base for the wrappers that stand in for a generator or a judge and forward to it.
 
-The step cache's wrappers (:class:`reasoning.cache.CachedGenerator`,
-:class:`~reasoning.cache.CachedJudge`), the async schedule's (:class:`reasoning.schedule.GatheredGenerator`,
+The step cache's wrappers (:class:`reasoning.cached.CachedGenerator`,
+:class:`~reasoning.cached.CachedJudge`), the async schedule's (:class:`reasoning.schedule.GatheredGenerator`,
 :class:`~reasoning.schedule.GatheredJudge`) and the bench's clocked one override the calls they
 change (``generate``, ``score``, ...) and take everything else from the object they wrap, so the
 optional attributes the engine, the schedules and the cache read

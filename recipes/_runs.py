@@ -109,7 +109,8 @@ def wrap_with_cache(cfg: Any, draft: Any, target: Any, judge: Any, judge_bound: 
     c = cfg.get("cache") or {}
     if not c.get("path"):
         return None, draft, target, judge, {}
-    from reasoning.cache import CachedGenerator, CachedJudge, StepCache, model_identity
+    from reasoning.cache import StepCache, model_identity
+    from reasoning.cached import CachedGenerator, CachedJudge
     from reasoning.protocols import option
 
     if store is None:

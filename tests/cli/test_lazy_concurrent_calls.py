@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from reasoning.backends.scripted import ScriptedGenerator
-from reasoning.cache import CachedGenerator, StepCache
+from reasoning.cache import StepCache
+from reasoning.cached import CachedGenerator
 from reasoning.judges import ScriptedJudge
 from reasoning.loop import LoopConfig, StepLoop
 from reasoning.policies import ThresholdPolicy

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from reasoning.backends.scripted import ScriptedGenerator
-from reasoning.cache import CachedJudge, StepCache, judge_key
+from reasoning.cache import StepCache, judge_key
+from reasoning.cached import CachedJudge
 from reasoning.judges import ScriptedJudge
 from reasoning.loop import LoopConfig, StepLoop
 from reasoning.metrics import summarize

@@ -11,7 +11,8 @@ import math
 import pytest
 
 from reasoning.backends.scripted import ScriptedGenerator
-from reasoning.cache import CachedGenerator, StepCache
+from reasoning.cache import StepCache
+from reasoning.cached import CachedGenerator
 from reasoning.judges import ConfidenceJudge, ConstantJudge
 from reasoning.loop import LoopConfig, StepLoop
 from reasoning.metrics import cost_breakdown, summarize

@@ -10,14 +10,13 @@ import pytest
 
 from reasoning import Pipeline, Problem, ScriptedGenerator, ThresholdPolicy
 from reasoning.cache import (
-    CachedGenerator,
-    CachedJudge,
     CacheError,
     StepCache,
     generation_key,
     judge_key,
     model_identity,
 )
+from reasoning.cached import CachedGenerator, CachedJudge
 from reasoning.judges import ScriptedJudge
 from reasoning.prompts import ChatPrompt
 from reasoning.protocols import JudgeRequest

@@ -11,7 +11,8 @@ import math
 import pytest
 
 from reasoning.backends.scripted import ScriptedGenerator
-from reasoning.cache import CachedJudge, StepCache
+from reasoning.cache import StepCache
+from reasoning.cached import CachedJudge
 from reasoning.engine import judge_logprobs, timed_scores
 from reasoning.judges import ConfidenceJudge, ConstantJudge
 from reasoning.loop import LoopConfig, StepLoop
@@ -349,7 +350,7 @@ RECORD_INFOS = [{"decided_by": 0, "stage_scores": [0.95]},
 def record_run(out, schedule="lockstep", cache=None):
     import json
 
-    from reasoning.cache import CachedJudge
+    from reasoning.cached import CachedJudge
     from reasoning.pipeline import Pipeline
 
     first, second = Table(RECORD_FIRST), Table(RECORD_SECOND)

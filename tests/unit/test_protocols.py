@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from reasoning.cache import CachedGenerator, CachedJudge, StepCache
+from reasoning.cache import StepCache
+from reasoning.cached import CachedGenerator, CachedJudge
 from reasoning.delegating import Delegating
 from reasoning.protocols import OPTIONS, option, reset_cache
 from reasoning.schedule import GatheredGenerator, GatheredJudge, takes_concurrent_calls
