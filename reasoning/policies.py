@@ -12,14 +12,28 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from reasoning.protocols import StepContext
 from reasoning.types import Decision, Phase, Route, Rule
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _RuleFields:
+    """The per-problem rules' settings, one definition for :class:`ProblemRules` and for the
+    policies that take them as fields (keyword only, so that each policy's own fields keep their
+    positions)."""
+
+    target_first_steps: int = 0
+    target_final_step: bool = False
+    fallback_after: int = 0
+    fallback_rate: float | None = None
+    fallback_window: int = 8
+    target_token_budget: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
-class ProblemRules:
+class ProblemRules(_RuleFields):
     """Per-problem rules that settle a step before the policy and its judge do.
 
     In the order they take precedence:
@@ -68,13 +82,6 @@ class ProblemRules:
     >>> ProblemRules(fallback_rate=0.5, fallback_window=4).fallback_reason([True, True, False, False, False])
     'acceptance 1/4 = 0.25 < 0.5 over the last 4 judged drafts'
     """
-
-    target_first_steps: int = 0
-    target_final_step: bool = False
-    fallback_after: int = 0
-    fallback_rate: float | None = None
-    fallback_window: int = 8
-    target_token_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.target_first_steps < 0:
@@ -136,17 +143,9 @@ class ProblemRules:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _PerProblem:
-    """The fields of :class:`ProblemRules`, for the policies that take them (keyword only, so
-    that each policy's own fields keep their positions); ``warmup_steps``, where a policy
-    declares it, is the deprecated name of ``target_first_steps``."""
-
-    target_first_steps: int = 0
-    target_final_step: bool = False
-    fallback_after: int = 0
-    fallback_rate: float | None = None
-    fallback_window: int = 8
-    target_token_budget: int | None = None
+class _PerProblem(_RuleFields):
+    """The fields of :class:`ProblemRules`, for the policies that take them; ``warmup_steps``,
+    where a policy declares it, is the deprecated name of ``target_first_steps``."""
 
     def _check_rules(self) -> None:
         warmup = getattr(self, "warmup_steps", None)
@@ -167,8 +166,7 @@ class _PerProblem:
     @property
     def rules(self) -> ProblemRules | None:
         """The per-problem rules the engine applies (None: none is on)."""
-        r = ProblemRules(self.target_first_steps, self.target_final_step, self.fallback_after,
-                         self.fallback_rate, self.fallback_window, self.target_token_budget)
+        r = ProblemRules(**{f.name: getattr(self, f.name) for f in fields(_RuleFields)})
         return r if r.active else None
 
 
