@@ -30,6 +30,7 @@ class _RuleFields:
     fallback_rate: float | None = None
     fallback_window: int = 8
     target_token_budget: int | None = None
+    decide_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,17 @@ class ProblemRules(_RuleFields):
        its answer there), it is thrown away unjudged and the target writes the step
        (``rule = target_final_step``). The target's step is kept whatever it is; if it is not
        final, the problem goes on.
+5. **Decide once** (``decide_once``): the problem's first judged draft decides the whole
+   problem, so the two models never hand a problem to each other. Kept: the draft writes every
+   later step and each is kept unjudged (``rule = decided_once``). Rejected: the target writes
+   that step (the draft's thrown away, so the target reads only the chat, as target-only does)
+   and every later one (``rule = fallback``, reason ``decide_once``). A problem costs one
+   model's answer plus, when it goes to the target, the one draft step it threw away: no
+   catch-up reads. On hardware where prefill is not much cheaper than decode (a CPU) those
+   reads are what sinks step-level speculation; a problem-level decision cannot do worse than
+   sending problems to one model or the other at random (the mixing line) unless its signal is
+   worse than none. The judge sees the first step only, so the signal is how the draft begins
+   (e.g. ``judge=confidence judge.statistic=min``).
 
     Attributes:
         target_first_steps: Steps at the start of every problem the target writes (0: none).
@@ -71,6 +83,7 @@ class ProblemRules(_RuleFields):
             ``fallback_window`` judged drafts, the target finishes the problem (None: off).
         fallback_window: Judged drafts the acceptance is taken over.
         target_token_budget: Target tokens per problem (None: no budget).
+        decide_once: The first judged draft decides which model writes the whole problem.
 
     >>> rules = ProblemRules(target_first_steps=1, fallback_after=2, target_token_budget=50)
     >>> rules.route(StepContext(0, 0, 512, 0)), rules.route(StepContext(1, 9, 512, 1, 1, 9))
@@ -81,6 +94,11 @@ class ProblemRules(_RuleFields):
     (None, '2 rejections in a row')
     >>> ProblemRules(fallback_rate=0.5, fallback_window=4).fallback_reason([True, True, False, False, False])
     'acceptance 1/4 = 0.25 < 0.5 over the last 4 judged drafts'
+    >>> once = ProblemRules(decide_once=True)
+    >>> once.route(StepContext(0, 0, 512, 0)), once.route(StepContext(1, 30, 512, 0, judged_drafts=1))
+    (None, (<Route.DRAFT: 'draft'>, <Rule.DECIDED_ONCE: 'decided_once'>))
+    >>> once.fallback_reason([True]), once.fallback_reason([False])
+    (None, 'decide_once: the first judged draft was rejected')
     """
 
     def __post_init__(self) -> None:
@@ -105,8 +123,9 @@ class ProblemRules(_RuleFields):
 
     @property
     def falls_back(self) -> bool:
-        """Whether a fallback rule is on."""
-        return bool(self.fallback_after) or self.fallback_rate is not None
+        """Whether a rule may hand the rest of a problem to the target (a fallback rule, or
+        ``decide_once``): the engine then counts the problem's judged drafts."""
+        return bool(self.fallback_after) or self.fallback_rate is not None or self.decide_once
 
     def route(self, ctx: StepContext) -> tuple[Route, Rule] | None:
         """The rule that settles the next step before the policy, and its route: ``target``
@@ -120,6 +139,8 @@ class ProblemRules(_RuleFields):
             return Route.TARGET, Rule.FALLBACK
         if self.target_final_step and ctx.phase is Phase.ANSWER:
             return Route.TARGET, Rule.TARGET_FINAL_STEP
+        if self.decide_once and ctx.judged_drafts:
+            return Route.DRAFT, Rule.DECIDED_ONCE
         return None
 
     def target_tokens_left(self, ctx: StepContext) -> int | None:
@@ -131,6 +152,8 @@ class ProblemRules(_RuleFields):
     def fallback_reason(self, outcomes: Sequence[bool]) -> str | None:
         """Why drafting stops for a problem whose judged drafts went ``outcomes`` (True: kept),
         oldest first; None: it goes on."""
+        if self.decide_once and outcomes and not outcomes[0]:
+            return "decide_once: the first judged draft was rejected"
         k = self.fallback_after
         if k and len(outcomes) >= k and not any(outcomes[-k:]):
             return f"{k} rejections in a row"
@@ -161,7 +184,8 @@ class _PerProblem(_RuleFields):
         rules = self.rules  # checks the fields
         if rules is not None and rules.falls_back and not self.needs_judge:
             raise ValueError(f"{type(self).__name__} calls no judge, so no draft is rejected: "
-                             "policy.fallback_after and policy.fallback_rate need a policy with a judge")
+                             "policy.fallback_after, policy.fallback_rate and policy.decide_once "
+                             "need a policy with a judge")
 
     @property
     def rules(self) -> ProblemRules | None:
@@ -222,7 +246,7 @@ class ThresholdPolicy(_PerProblem):
         threshold: Lowest score in [0, 1] at which a draft step is kept.
         warmup_steps: Deprecated name of ``target_first_steps`` (warns; None: not given).
         target_first_steps, target_final_step, fallback_after, fallback_rate,
-            fallback_window, target_token_budget: the per-problem rules (keyword only; see
+            fallback_window, target_token_budget, decide_once: the per-problem rules (keyword only; see
             :class:`ProblemRules`).
 
     >>> p = ThresholdPolicy(threshold=0.7, target_first_steps=1)
@@ -287,7 +311,7 @@ class HysteresisPolicy(_PerProblem):
             steps skip the draft).
         warmup_steps: Deprecated name of ``target_first_steps`` (warns; None: not given).
         target_first_steps, target_final_step, fallback_after, fallback_rate,
-            fallback_window, target_token_budget: the per-problem rules (keyword only; see
+            fallback_window, target_token_budget, decide_once: the per-problem rules (keyword only; see
             :class:`ProblemRules`).
 
     >>> p = HysteresisPolicy(threshold=0.5, hold=2)
@@ -343,7 +367,7 @@ class GlimpsePolicy(HysteresisPolicy):
         warmup_steps: Deprecated name of ``target_first_steps`` (warns; None: not given).
         glimpse_tokens: Tokens the draft writes before the judge decides (>= 1).
         target_first_steps, target_final_step, fallback_after, fallback_rate,
-            fallback_window, target_token_budget: the per-problem rules (keyword only; see
+            fallback_window, target_token_budget, decide_once: the per-problem rules (keyword only; see
             :class:`ProblemRules`; with ``target_final_step`` a step whose glimpse was accepted
             and that turns out final is thrown away once written, and the target writes it).
 
@@ -385,7 +409,7 @@ class AbortPolicy(_PerProblem):
         keep_aborted: ``discard`` or ``prefix``.
         warmup_steps: Deprecated name of ``target_first_steps`` (warns; None: not given).
         target_first_steps, target_final_step, fallback_after, fallback_rate,
-            fallback_window, target_token_budget: the per-problem rules (keyword only; see
+            fallback_window, target_token_budget, decide_once: the per-problem rules (keyword only; see
             :class:`ProblemRules`; a draft stopped mid-step counts as a rejection for the
             fallback).
 

@@ -205,8 +205,11 @@ class StepContext:
             ``policy.target_token_budget`` counts).
         phase: The phase the next step is written in, for a segmenter that knows phases
             (``think``, ``answer``), else None.
-        fallback: Drafting is switched off for the problem (``policy.fallback_after`` or
-            ``policy.fallback_rate``): the target writes the rest.
+        fallback: Drafting is switched off for the problem (``policy.fallback_after``,
+            ``policy.fallback_rate`` or a rejection under ``policy.decide_once``): the target
+            writes the rest.
+        judged_drafts: Drafts of the problem the policy has decided on so far (counted while a
+            fallback rule or ``decide_once`` is on, else 0).
     """
 
     step_index: int
@@ -217,6 +220,7 @@ class StepContext:
     target_tokens: int = 0
     phase: Phase | None = None
     fallback: bool = False
+    judged_drafts: int = 0
 
 
 @runtime_checkable

@@ -50,7 +50,7 @@ class _State:
                 or c.target_steps != self.target_steps or c.token_budget != budget):
             c = self.last_ctx = StepContext(len(self.steps), self.tokens_used, budget, self.target_steps,
                                             self.target_run, self.target_tokens, self.phase,
-                                            self.fallback_at is not None)
+                                            self.fallback_at is not None, len(self.judged))
         return c
 
 

@@ -102,6 +102,9 @@ class Rule(enum.StrEnum):
     """Drafting was switched off for the problem (too many rejections): the target wrote it."""
     TARGET_BUDGET = "target_budget"
     """The problem's target-token budget was spent: the draft wrote it and it was kept, unjudged."""
+    DECIDED_ONCE = "decided_once"
+    """``decide_once``: the problem's first judged draft was kept, so the draft writes every later
+    step and each is kept, unjudged (the whole problem is the draft's)."""
 
 
 class FinishReason(enum.StrEnum):

@@ -333,3 +333,68 @@ def test_the_budget_counts_every_piece_of_a_merged_target_step():
     assert [r.params.max_tokens for r in target.requests] == [4, 2]
     assert tr.steps[0].text == "Hi.\n\nTarget " and tr.target_tokens == 4
     assert tr.target_budget_spent_at == 1
+
+
+# -- decide once: the first judged draft routes the whole problem -----------------------------
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_decide_once_kept_the_draft_writes_the_whole_problem_unjudged(schedule):
+    judge = _Judge([0.9] + [0.0] * 15)  # every later draft would be rejected, were it judged
+    tr, draft, target = run(ThresholdPolicy(0.5, decide_once=True), judge, schedule=schedule)
+    assert judge.seen == [0] and target.requests == []
+    assert tr.text == DRAFT["p"] and len(tr.steps) == 9
+    assert (tr.steps[0].rule, tr.steps[0].decision, tr.steps[0].score) == (None, Decision.ACCEPT, 0.9)
+    assert all((s.route, s.decision, s.kept, s.rule, s.score) ==
+               (Route.DRAFT, Decision.ACCEPT, Route.DRAFT, Rule.DECIDED_ONCE, None) for s in tr.steps[1:])
+    assert tr.fallback_at is None
+    assert summarize([tr])["rule_steps"] == {"decided_once": 8}
+    assert Trace.from_dict(json.loads(json.dumps(tr.to_dict()))) == tr
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_decide_once_rejected_the_target_writes_it_all_from_the_chat_alone(schedule):
+    judge = _Judge([0.1] + [1.0] * 15)  # every later draft would be kept, were it judged
+    tr, draft, target = run(ThresholdPolicy(0.5, decide_once=True), judge, schedule=schedule)
+    assert judge.seen == [0] and len(draft.requests) == 1  # the one draft thrown away
+    assert tr.text == TARGET["p"] and len(tr.steps) == 9
+    assert target.requests[0].prefix == ()  # no draft text to read: no catch-up
+    assert (tr.steps[0].decision, tr.steps[0].kept, tr.steps[0].rule) == (Decision.REJECT, Route.TARGET, None)
+    assert all((s.route, s.kept, s.rule) == (Route.TARGET, Route.TARGET, Rule.FALLBACK) for s in tr.steps[1:])
+    assert (tr.fallback_at, tr.fallback_reason) == (1, "decide_once: the first judged draft was rejected")
+    assert summarize([tr])["fallback_problems"] == 1
+
+
+def test_decide_once_with_the_real_confidence_judge_routes_each_problem_of_a_batch():
+    # statistic min: exp(min token logprob) = the scripted token probability of the problem
+    from reasoning.judges import ConfidenceJudge
+
+    probs = {"sure": 0.9, "unsure": 0.3}
+    problems = [Problem(pid, "Q", "4") for pid in probs]
+    draft = ScriptedGenerator("draft", {p: DRAFT["p"] for p in probs}, token_prob=probs)
+    target = ScriptedGenerator("target", {p: TARGET["p"] for p in probs})
+    (sure, unsure), _, _ = run(ThresholdPolicy(0.5, decide_once=True), ConfidenceJudge("min"),
+                               draft=draft, target=target, problems=problems)
+    assert [s.kept.value for s in sure.steps] == ["draft"] * 9 and sure.steps[0].score == pytest.approx(0.9)
+    assert [s.kept.value for s in unsure.steps] == ["target"] * 9
+    assert unsure.steps[0].score == pytest.approx(0.3)
+    assert sum(1 for r in draft.requests if r.problem_id == "unsure") == 1
+    assert {r.problem_id for r in target.requests} == {"unsure"}
+
+
+def test_decide_once_judges_the_first_step_after_the_targets_first_steps_and_works_with_a_glimpse():
+    judge = _Judge([0.0, 0.9] + [0.0] * 14)
+    tr, _, _ = run(ThresholdPolicy(0.5, decide_once=True, target_first_steps=1), judge)
+    assert judge.seen == [1]
+    assert [s.rule for s in tr.steps[:3]] == [Rule.TARGET_FIRST_STEPS, None, Rule.DECIDED_ONCE]
+    assert tr.text.startswith("Target 0.\n\nDraft 1.\n\nDraft 2.\n\n")
+    # a glimpse: the judge rules on the first step's first token; kept, every step is drafted whole
+    judge = _Judge([0.9] + [0.0] * 15)
+    tr, draft, target = run(GlimpsePolicy(threshold=0.5, glimpse_tokens=1, decide_once=True), judge)
+    assert judge.seen == [0] and target.requests == [] and tr.text == DRAFT["p"]
+    assert draft.requests[0].params.max_tokens == 1  # the glimpse
+    assert all(r.params.max_tokens > 1 for r in draft.requests[1:])  # the rest, then whole steps
+
+
+def test_decide_once_needs_a_judge_and_is_off_by_default():
+    with pytest.raises(ValueError, match="decide_once need a policy with a judge"):
+        AlwaysDraft(decide_once=True)
+    assert ThresholdPolicy(0.5).rules is None and ThresholdPolicy(0.5, decide_once=True).rules.decide_once
