@@ -147,3 +147,43 @@ def paired_difference(run: Mapping[str, bool], base: Mapping[str, bool], *, resa
             "correct_base": sum(bool(base[i]) for i in ids),
             "mcnemar_p": _binom_two_sided(run_only, run_only + base_only), "resamples": resamples,
             "method": "paired percentile bootstrap over problems; McNemar exact"}
+
+
+def problem_oracle(target_only: Mapping[str, tuple[bool, float]],
+                   draft_only: Mapping[str, tuple[bool, float]]) -> dict[str, Any] | None:
+    """The ceiling of routing whole problems: per problem, the cheaper baseline that does not
+    lose it, as an oracle that knew both outcomes would pick.
+
+    Each baseline maps problem id -> ``(correct, seconds charged to the problem)``. A problem goes
+    to the draft where draft-only got it right, or where both got it wrong (nothing to lose),
+    and it is the cheaper of the two; to the target otherwise. So the oracle is never less
+    accurate than target-only (more where only the draft got a problem right), and its seconds
+    are the least any problem-level router reaches at that accuracy on these problems. An
+    estimate from the baselines' recorded per-problem seconds, not a run. None when no problem
+    is shared.
+
+    >>> t = {"a": (True, 10.0), "b": (False, 12.0), "c": (True, 8.0), "d": (False, 9.0)}
+    >>> d = {"a": (True, 4.0), "b": (False, 5.0), "c": (False, 3.0), "d": (True, 4.0)}
+    >>> o = problem_oracle(t, d)
+    >>> o["to_draft"], o["correct"], o["correct_target_only"], o["seconds"], round(o["speedup"], 3)
+    (3, 3, 2, 21.0, 1.857)
+    """
+    ids = sorted(set(target_only) & set(draft_only))
+    if not ids:
+        return None
+    seconds = correct = to_draft = 0
+    base_seconds = sum(target_only[i][1] for i in ids)
+    for i in ids:
+        (t_ok, t_s), (d_ok, d_s) = target_only[i], draft_only[i]
+        if d_ok or not t_ok:  # the draft loses nothing here
+            use_draft = d_s <= t_s or (d_ok and not t_ok)
+        else:
+            use_draft = False
+        to_draft += use_draft
+        seconds += d_s if use_draft else t_s
+        correct += d_ok if use_draft else t_ok
+    return {"shared": len(ids), "to_draft": to_draft, "correct": correct,
+            "correct_target_only": sum(target_only[i][0] for i in ids), "seconds": seconds,
+            "speedup": speedup(base_seconds, seconds),
+            "note": "estimate: each problem's cheaper baseline that does not lose it, from the "
+                    "baselines' recorded per-problem seconds"}

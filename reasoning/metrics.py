@@ -12,6 +12,7 @@ from reasoning.comparison import (  # noqa: F401 - re-exported: callers use metr
     headline_speedup,
     mixing_accuracy,
     paired_difference,
+    problem_oracle,
     speedup,
     versus_baselines,
 )

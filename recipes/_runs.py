@@ -249,6 +249,35 @@ def correct_by_problem(run_dir: Path) -> dict[str, bool]:
     return {t.problem_id: bool(t.correct) for t in read_traces(p) if t.correct is not None}
 
 
+def outcomes_by_problem(run_dir: Path) -> dict[str, tuple[bool, float]]:
+    """``{problem id: (correct, seconds charged to it)}`` of the graded traces in ``run_dir``, what
+    :func:`reasoning.metrics.problem_oracle` reads ({} without a trace file)."""
+    from reasoning.traces import TRACES, read_traces
+
+    p = run_dir / TRACES
+    if not p.exists():
+        return {}
+    return {t.problem_id: (bool(t.correct), float(t.seconds))
+            for t in read_traces(p) if t.correct is not None}
+
+
+def oracle_line(o: Mapping[str, Any] | None) -> str | None:
+    """The bench's line on the problem-level oracle (None without one).
+
+    >>> print(oracle_line({"shared": 4, "to_draft": 3, "correct": 3, "correct_target_only": 2,
+    ...                    "seconds": 21.0, "speedup": 1.857}))
+    ceiling, routing whole problems (an estimate from the baselines' per-problem seconds): an oracle
+       sends 3 of 4 problems to the draft, 3 correct (target-only 2), 1.86x target-only
+    """
+    if not o:
+        return None
+    sp = f"{o['speedup']:.2f}x" if o.get("speedup") else "-"
+    return ("ceiling, routing whole problems (an estimate from the baselines' per-problem seconds): "
+            "an oracle\n"
+            f"   sends {o['to_draft']} of {o['shared']} problems to the draft, {o['correct']} correct "
+            f"(target-only {o['correct_target_only']}), {sp} target-only")
+
+
 def reset_engine_caches(models: dict[str, Any]) -> dict[str, str]:
     """Empty every model's engine caches before a run (see :func:`reasoning.protocols.reset_cache`);
     per model what was done: ``reset``, ``not built`` (nothing cached yet), or ``not reset`` (the

@@ -369,6 +369,11 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
             [(n, p, *conc_points[n], s) for (n, s), (_, p, _) in zip(rows, plan) if n in conc_points])
     for (n, s) in rows:
         result["runs"][n]["judge_share_of_target_step"] = judge_share(s, base)
+    if base_name is not None and draft_name is not None:
+        from reasoning.metrics import problem_oracle
+
+        result["problem_oracle"] = problem_oracle(_runs.outcomes_by_problem(out / base_name),
+                                                  _runs.outcomes_by_problem(out / draft_name))
     path = _write_bench(out, result)
     print(format_table(rows, speedups=speedups if base is not None else None, estimates=estimates))
     if any(estimates):
@@ -385,6 +390,8 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
         _runs.print_cache_hits(rows)
     if base is None:
         print("no target-only run (bench.baselines), so no speed-ups")
+    if (oracle := _runs.oracle_line(result.get("problem_oracle"))) is not None:
+        print(oracle)
     print(footer(result))
     _runs.warn_token_budget(rows)
     print(f"bench.json: {path}")
