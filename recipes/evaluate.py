@@ -114,6 +114,11 @@ def run(cfg) -> int:
             s["dataset_rows_skipped"] = report["skipped"]
         if has_base:
             s.update(heads[name])
+        if has_base and "draft-only" in baselines:
+            from reasoning.metrics import problem_oracle
+
+            s["problem_oracle"] = problem_oracle(_runs.outcomes_by_problem(dirs["target-only"]),
+                                                 _runs.outcomes_by_problem(dirs["draft-only"]))
         if baselines:
             s["baselines"] = {n: {"dir": str(dirs[n]), "accuracy": b["accuracy"], "engine_seconds":
                                   engine_seconds(b), "wall_seconds": b.get("wall_seconds")}
@@ -131,6 +136,8 @@ def run(cfg) -> int:
         print(line)
     if store is not None:
         _runs.print_cache_hits(rows)
+    if (oracle := _runs.oracle_line(s.get("problem_oracle"))) is not None:
+        print(oracle)
     if has_base:
         sp = heads[rows[0][0]].get("speedup_vs_target_only")
         mark = "~" if heads[rows[0][0]].get("speedup_is_estimate") else ""

@@ -48,6 +48,20 @@ def test_both_baselines_give_the_mixing_line_and_a_picture(tmp_path):
     assert summary["mixing_accuracy"] is not None or summary["above_mixing_line"] is None
     assert "mixing line" in p.stdout and "vs target-only" in p.stdout and "engine" in p.stdout
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    # the ceiling of routing whole problems, from the baselines' traces: each problem's cheaper
+    # baseline that does not lose it
+    def per_problem(b):
+        return {t["problem_id"]: (t["correct"], sum(st.get("draft_seconds", 0) + st.get("target_seconds", 0)
+                                                     for st in t["steps"]))
+                for t in map(json.loads, (out / f"baseline-{b}" / "traces.jsonl").read_text().splitlines())}
+    t, d = per_problem("target-only"), per_problem("draft-only")
+    safe = [i for i in t if d[i][0] or not t[i][0]]  # the draft loses nothing there
+    to_draft = [i for i in safe if d[i][1] <= t[i][1] or (d[i][0] and not t[i][0])]
+    o = summary["problem_oracle"]
+    assert (o["shared"], o["to_draft"]) == (3, len(to_draft))
+    assert o["correct_target_only"] == sum(x[0] for x in t.values())
+    assert o["seconds"] == pytest.approx(sum(d[i][1] if i in to_draft else t[i][1] for i in t))
+    assert "ceiling, routing whole problems" in p.stdout
     for b in ("target-only", "draft-only"):
         assert json.loads((out / f"baseline-{b}" / "summary.json").read_text())["engine_caches"]
 
