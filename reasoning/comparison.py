@@ -175,10 +175,8 @@ def problem_oracle(target_only: Mapping[str, tuple[bool, float]],
     base_seconds = sum(target_only[i][1] for i in ids)
     for i in ids:
         (t_ok, t_s), (d_ok, d_s) = target_only[i], draft_only[i]
-        if d_ok or not t_ok:  # the draft loses nothing here
-            use_draft = d_s <= t_s or (d_ok and not t_ok)
-        else:
-            use_draft = False
+        # the one that alone gets it right; the cheaper where both do, or neither
+        use_draft = d_ok > t_ok or (d_ok == t_ok and d_s <= t_s)
         to_draft += use_draft
         seconds += d_s if use_draft else t_s
         correct += d_ok if use_draft else t_ok

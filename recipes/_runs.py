@@ -241,17 +241,12 @@ def beside_baselines(rows: Sequence[tuple[str, Mapping[str, Any]]], dirs: Mappin
 def correct_by_problem(run_dir: Path) -> dict[str, bool]:
     """``{problem id: correct}`` of the graded traces in ``run_dir`` (a problem's latest line
     wins; {} without a trace file)."""
-    from reasoning.traces import TRACES, read_traces
-
-    p = run_dir / TRACES
-    if not p.exists():
-        return {}
-    return {t.problem_id: bool(t.correct) for t in read_traces(p) if t.correct is not None}
+    return {pid: ok for pid, (ok, _) in outcomes_by_problem(run_dir).items()}
 
 
 def outcomes_by_problem(run_dir: Path) -> dict[str, tuple[bool, float]]:
-    """``{problem id: (correct, seconds charged to it)}`` of the graded traces in ``run_dir``, what
-    :func:`reasoning.metrics.problem_oracle` reads ({} without a trace file)."""
+    """``{problem id: (correct, seconds charged to it)}`` of the graded traces in ``run_dir`` (a
+    problem's latest line wins; {} without a trace file)."""
     from reasoning.traces import TRACES, read_traces
 
     p = run_dir / TRACES
@@ -259,6 +254,14 @@ def outcomes_by_problem(run_dir: Path) -> dict[str, tuple[bool, float]]:
         return {}
     return {t.problem_id: (bool(t.correct), float(t.seconds))
             for t in read_traces(p) if t.correct is not None}
+
+
+def problem_ceiling(target_dir: Path, draft_dir: Path) -> dict[str, Any] | None:
+    """:func:`reasoning.metrics.problem_oracle` of the target-only and draft-only runs written
+    into these folders: the ceiling of routing whole problems."""
+    from reasoning.metrics import problem_oracle
+
+    return problem_oracle(outcomes_by_problem(target_dir), outcomes_by_problem(draft_dir))
 
 
 def oracle_line(o: Mapping[str, Any] | None) -> str | None:

@@ -370,10 +370,7 @@ def run_models(cfg, out: Path, recipe: str | None) -> int:
     for (n, s) in rows:
         result["runs"][n]["judge_share_of_target_step"] = judge_share(s, base)
     if base_name is not None and draft_name is not None:
-        from reasoning.metrics import problem_oracle
-
-        result["problem_oracle"] = problem_oracle(_runs.outcomes_by_problem(out / base_name),
-                                                  _runs.outcomes_by_problem(out / draft_name))
+        result["problem_oracle"] = _runs.problem_ceiling(out / base_name, out / draft_name)
     path = _write_bench(out, result)
     print(format_table(rows, speedups=speedups if base is not None else None, estimates=estimates))
     if any(estimates):

@@ -115,10 +115,7 @@ def run(cfg) -> int:
         if has_base:
             s.update(heads[name])
         if has_base and "draft-only" in baselines:
-            from reasoning.metrics import problem_oracle
-
-            s["problem_oracle"] = problem_oracle(_runs.outcomes_by_problem(dirs["target-only"]),
-                                                 _runs.outcomes_by_problem(dirs["draft-only"]))
+            s["problem_oracle"] = _runs.problem_ceiling(dirs["target-only"], dirs["draft-only"])
         if baselines:
             s["baselines"] = {n: {"dir": str(dirs[n]), "accuracy": b["accuracy"], "engine_seconds":
                                   engine_seconds(b), "wall_seconds": b.get("wall_seconds")}
