@@ -13,8 +13,19 @@ target's step leads to the right answer, -1 where only the draft's does, 0 where
 neither do.
 
 It needs the gold answer (training data only) and costs a whole continuation per step scored:
-``positions`` scores only some steps (every k-th) and gives the rest no score (None), which the
-collector writes no row for.
+``every`` scores only some steps (every k-th), which the collector writes rows for.
+
+``chain`` halves what the collection's rewards cost, for the same labels. With greedy
+continuations by the draft (``continue_with: draft``) and greedy draft steps, the draft's
+continuation from (prefix + target's step ``i``) first writes the draft's next step ``i + 1``,
+which is exactly what the collector drafts from that prefix, and then goes on as the
+continuation of that step. So the target step's outcome *is* the next row's draft outcome, and
+the collector takes it from there instead of generating it again; only the last step's target
+side (there is no next draft) is continued. The two differ only where the engine tokenizes a
+re-read step otherwise than it wrote it, and by the next draft step's tokens of extra room (the
+continuation after the next draft step has ``max_tokens`` of its own): on 341 pairs of
+consecutive rows collected unchained (``routers/data/gsm8k-train-outcome``) the two scores
+agreed on 334 (98%).
 
 >>> from reasoning.backends.scripted import ScriptedGenerator
 >>> from reasoning.types import Completion, FinishReason, Problem, Segment
@@ -51,13 +62,17 @@ class OutcomeJudge:
             0.5 (no evidence either way) if asked.
         draft: The run's draft (bound by the program), used with ``continue_with: draft``.
         continue_with: ``target`` (``generator``) or ``draft`` continues the answer.
+        chain: Router collection only: a target step's outcome is the next row's draft outcome
+            (see the module docstring), so the collector does not continue the target's steps
+            but the last. Needs ``continue_with: draft``, one greedy continuation per step and
+            ``every`` 1; the collector also checks that its draft steps are greedy.
     """
 
     needs_logprobs = False
 
     def __init__(self, generator: Generator | None = None, max_tokens: int = 512, samples: int = 1,
                  temperature: float = 0.0, seed: int = 0, every: int = 1, draft: Generator | None = None,
-                 continue_with: str = "target") -> None:
+                 continue_with: str = "target", chain: bool = False) -> None:
         if continue_with not in ("target", "draft"):
             raise ValueError(f"continue_with must be 'target' or 'draft', got {continue_with!r}")
         gen = generator if continue_with == "target" else draft
@@ -68,7 +83,13 @@ class OutcomeJudge:
                              f"{every}")
         if temperature < 0 or (temperature == 0 and samples > 1):
             raise ValueError("samples > 1 needs temperature > 0 (greedy continuations are all the same)")
+        if chain and (continue_with != "draft" or samples != 1 or temperature != 0 or every != 1):
+            raise ValueError("chain needs continue_with=draft, samples=1, temperature=0 and every=1 "
+                             "(a target step's outcome is the next draft step's only when the draft "
+                             f"continues greedily from every step), got continue_with={continue_with!r}, "
+                             f"samples={samples}, temperature={temperature}, every={every}")
         self.generator = gen
+        self.chain = chain
         self.max_tokens = max_tokens
         self.samples = samples
         self.temperature = temperature

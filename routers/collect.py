@@ -23,6 +23,8 @@ One JSONL row per step, all rows of a problem written (flushed, fsynced) when it
 - ``history``: the answer before the step, ``[{"source": <model name>, "text": ...}, ...]``;
 - ``draft_step``, ``target_step``: the two steps written from that prefix (as generated);
 - ``draft_score``, ``target_score``: the reward's scores, in [0, 1];
+- ``target_chained``: the target's score is the next row's draft score (``reward.chain``,
+  :mod:`rewards.outcome`), not a continuation of its own;
 - ``advantage``: ``target_score - draft_score``; a target step (or sample) whose text is the
   draft's step (:func:`routers.labels.same_step`) takes the draft's score unscored, so its
   advantage is exactly 0;
@@ -189,6 +191,13 @@ class ShadowCollector:
             raise ValueError(f"target_samples must be >= 1, got {target_samples}")
         if sample_temperature < 0:
             raise ValueError(f"sample_temperature must be >= 0, got {sample_temperature}")
+        if getattr(reward, "chain", False):
+            if (loop or LoopConfig()).temperature != 0:
+                raise ValueError("reward.chain needs greedy draft steps (loop.temperature=0): a target "
+                                 "step's outcome is the next draft step's only when both are greedy")
+            if getattr(reward, "generator", None) is not draft:
+                raise ValueError("reward.chain needs the reward to continue with the collector's draft "
+                                 "(continue_with=draft)")
         if judge_logprobs(reward) is not None:
             raise ValueError(f"reward {type(reward).__name__} reads the scored step's logprobs, which the "
                              "target's steps do not carry; use a reward that reads the text (e.g. the "
@@ -249,6 +258,12 @@ class ShadowCollector:
         # noise of their own to the label, not a difference of steps).
         draft_slot: dict[int, int] = {}
         slots: dict[int, list[int]] = {}
+        # reward.chain: the target's step i leads where the next draft step (drafted from the
+        # prefix plus it) and its continuation lead, so step i's target side takes step i + 1's
+        # draft score instead of a continuation of its own (rewards.outcome, "chain").
+        chain = bool(getattr(self.reward, "chain", False))
+        indices = {s.index for s in steps}
+        chained: list[int] = []
         for s in steps:
             jr = drafts[s.index]
             draft_slot[s.index] = len(reqs)
@@ -257,12 +272,17 @@ class ShadowCollector:
                      *extra.get(s.index, [])]
             samples[s.index] = [c.text for c in comps[1:]]
             slots[s.index] = []
-            for c in comps:
+            for k, c in enumerate(comps):
                 if same_step(c.text, jr.step.text):
                     slots[s.index].append(draft_slot[s.index])
+                elif chain and k == 0 and s.index + 1 in indices:
+                    slots[s.index].append(-1)  # step i + 1's draft slot, filled in below
+                    chained.append(s.index)
                 else:
                     slots[s.index].append(len(reqs))
                     reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix, c, s.index))
+        for i in chained:
+            slots[i][0] = draft_slot[i + 1]
         scores = [float(x) for x in self.reward.score(reqs)]
         if len(scores) != len(reqs):
             raise RuntimeError(f"reward returned {len(scores)} scores for {len(reqs)} steps")
@@ -285,6 +305,7 @@ class ShadowCollector:
                 "target_step": s.target_text,
                 "draft_score": dscore,
                 "target_score": tscores[0],
+                "target_chained": s.index in chained,
                 "advantage": tscores[0] - dscore,
                 "target_scores": tscores,
                 "target_sample_steps": samples[s.index],

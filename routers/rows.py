@@ -133,17 +133,26 @@ def load_rows(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[di
     """Rows from collection folders (their ``steps.jsonl``) or ``steps.jsonl`` files.
 
     Raises:
-        UserError: a path that does not exist, or no rows at all.
+        UserError: a path that does not exist, a problem in two of them (its rows would be
+            counted twice, and a split grouped by problem would not keep it on one side), or no
+            rows at all.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     rows: list[dict[str, Any]] = []
+    owner: dict[str, Path] = {}
     for p in map(Path, paths):
         file = p / STEPS if p.is_dir() else p
         if not file.is_file():
             raise UserError(f"no router data at {p}: give a folder written by recipes.collect_router_data "
                             f"(holding {STEPS}) or a {STEPS} file")
-        rows += read_rows(file)
+        got = read_rows(file)
+        for pid in dict.fromkeys(r["problem_id"] for r in got):
+            if pid in owner:
+                raise UserError(f"problem {pid!r} has rows in both {owner[pid]} and {file}; give each "
+                                "problem's rows once")
+            owner[pid] = file
+        rows += got
     if not rows:
         raise UserError(f"no rows in {', '.join(map(str, paths))}; collect some with "
                         "python -m recipes.collect_router_data")

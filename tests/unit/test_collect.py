@@ -87,7 +87,7 @@ def test_rows_are_exact_with_a_scripted_judge_reward():
     assert row == {
         "version": 1, "problem_id": "b", "step_index": 1, "question": "Half of 10?", "problem_chars": 11,
         "history": [{"source": "target", "text": "Half of ten is five.\n\n"}],
-        "draft_step": "So \\boxed{5}.", "target_step": "The answer is \\boxed{5}.",
+        "draft_step": "So \\boxed{5}.", "target_step": "The answer is \\boxed{5}.", "target_chained": False,
         # A ScriptedJudge scores by (problem, step index): both steps of a place score the same.
         "draft_score": 0.5, "target_score": 0.5, "advantage": 0.0, "target_scores": [0.5],
         "target_sample_steps": [],
@@ -233,6 +233,20 @@ def test_a_torn_line_and_a_problem_written_in_part_are_dropped(tmp_path):
     f.write_text("not json\n" + json.dumps(rows[0]) + "\n")
     with pytest.raises(UserError, match="line 1"):
         read_rows(f)
+
+
+def test_rows_of_several_folders_are_read_together_but_a_problem_only_once(tmp_path):
+    from routers.rows import load_rows
+
+    draft, target = models()
+    collector = ShadowCollector(draft, target, ScriptedJudge({}), BlankLineSegmenter())
+    collector.run(PROBLEMS[:1], out_dir=tmp_path / "one", config="a: 1\n")
+    collector.run(PROBLEMS[1:], out_dir=tmp_path / "two", config="a: 2\n")
+    rows = load_rows([tmp_path / "one", tmp_path / "two"])
+    assert [r["problem_id"] for r in rows] == ["a"] * 3 + ["b"] * 2
+    collector.run(PROBLEMS[:1], out_dir=tmp_path / "three", config="a: 1\n")
+    with pytest.raises(UserError, match="problem 'a' has rows in both"):
+        load_rows([tmp_path / "one", tmp_path / "two", tmp_path / "three"])
 
 
 # -- the recipe -----------------------------------------------------------------------------------

@@ -80,3 +80,49 @@ def test_sampled_continuations_give_a_share():
     judge = OutcomeJudge(Alternating("target", _target), samples=4, temperature=0.7, seed=0)
     step = Completion("Is four.\n\n", (), FinishReason.STOP)
     assert judge.score([JudgeRequest(Problem("p", "q", "4"), (), (), step, 1)]) == [0.5]
+
+
+def _draft(pid: str, prefix: str) -> str:
+    """A draft that writes WRONG and, continuing someone else's text, follows its lead (after
+    "four" it concludes 4), as a greedy model continues its prefix."""
+    if WRONG.startswith(prefix):
+        return WRONG[len(prefix):]
+    if "boxed" in prefix:
+        return ""
+    return "The answer is \\boxed{5}." if "five" in prefix else "The answer is \\boxed{4}."
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_chained_outcomes_give_the_same_labels_for_fewer_continuations(chain):
+    draft = ScriptedGenerator("draft", _draft)
+    target = ScriptedGenerator("target", _target)
+    reward = OutcomeJudge(draft=draft, continue_with="draft", max_tokens=64, chain=chain)
+    rows = ShadowCollector(draft, target, reward, BlankLineSegmenter(), grader=None).run(
+        [Problem("p", "2 + 2?", "4")]).rows
+    got = [(r["step_index"], r["draft_score"], r["target_score"], r["target_chained"]) for r in rows]
+    # By hand. Step 0: both write "Two plus two."; from it the draft goes on with its own
+    # "Is five." and ends at 5 (one continuation, the same text scored once). Step 1: the
+    # draft's "Is five." ends at 5; from the target's "Is four." the draft concludes 4, which is
+    # also what its next step drafted from there ("The answer is \boxed{4}.") says, row 2's draft
+    # score. Step 2: both write "The answer is \boxed{4}." (scored once).
+    assert got == [(0, 0.0, 0.0, False), (1, 0.0, 1.0, chain), (2, 1.0, 1.0, False)]
+    # unchained: steps 0 and 2 once each, step 1 twice = 4; chained: step 1's target side is row
+    # 2's draft side, so 3
+    assert reward.continuations == (3 if chain else 4)
+
+
+def test_chain_is_refused_where_the_next_draft_is_not_the_same_continuation():
+    draft = ScriptedGenerator("draft", _draft)
+    target = ScriptedGenerator("target", _target)
+    with pytest.raises(ValueError, match="chain needs continue_with=draft"):
+        OutcomeJudge(target, chain=True)
+    with pytest.raises(ValueError, match="every=1"):
+        OutcomeJudge(draft=draft, continue_with="draft", every=2, chain=True)
+    from reasoning.loop import LoopConfig
+
+    reward = OutcomeJudge(draft=draft, continue_with="draft", chain=True)
+    with pytest.raises(ValueError, match="greedy draft steps"):
+        ShadowCollector(draft, target, reward, BlankLineSegmenter(), loop=LoopConfig(temperature=0.7))
+    other = ScriptedGenerator("draft", _draft)
+    with pytest.raises(ValueError, match="collector's draft"):
+        ShadowCollector(other, target, reward, BlankLineSegmenter())
