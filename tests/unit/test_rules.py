@@ -140,6 +140,27 @@ def test_a_draft_that_ends_the_answer_is_final_too():
     assert [s.kept.value for s in tr.steps] == ["draft", "draft", "target"]
 
 
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_target_plans_and_the_draft_finishes_unjudged(schedule):
+    # recipe=target-plans: always-draft with target_first_steps; a judge must never be called
+    class Refuses:
+        needs_logprobs = False
+
+        def score(self, requests):
+            raise AssertionError("always-draft called the judge")
+
+    tr, draft, target = run(AlwaysDraft(target_first_steps=2), judge=Refuses(), schedule=schedule)
+    assert [s.kept.value for s in tr.steps] == ["target"] * 2 + ["draft"] * 7
+    assert [s.rule for s in tr.steps[:3]] == [Rule.TARGET_FIRST_STEPS, Rule.TARGET_FIRST_STEPS, None]
+    # the target was asked for steps 0 and 1 only, the draft never for them
+    assert asked(target, 0) and asked(target, 1) and not any(asked(target, i) for i in range(2, 9))
+    assert not asked(draft, 0) and not asked(draft, 1) and all(asked(draft, i) for i in range(2, 9))
+    # one hand-off: the draft's first request reads the target's two steps as its prefix
+    first = next(r for r in draft.requests if r.request_id.startswith("p/2/"))
+    assert first.prefix_text == "Target 0.\n\nTarget 1.\n\n"
+    assert tr.text.startswith("Target 0.\n\nTarget 1.\n\nDraft 2.\n\n")
+
 SOLUTIONS = {f"p{i}": "".join(f"Step {j} of p{i}.\n\n" for j in range(1 + i % 4))
              + f"The answer is \\boxed{{{i}}}." for i in range(6)}
 TARGETS = {k: v.replace("Step", "Target step") for k, v in SOLUTIONS.items()}
