@@ -15,7 +15,7 @@ neither do.
 It needs the gold answer (training data only) and costs a whole continuation per step scored:
 ``every`` scores only some steps (every k-th), which the collector writes rows for.
 
-``chain`` halves what the collection's rewards cost, for the same labels. With greedy
+``chain`` saves the collection about a third of its continuations, for the same labels. With greedy
 continuations by the draft (``continue_with: draft``) and greedy draft steps, the draft's
 continuation from (prefix + target's step ``i``) first writes the draft's next step ``i + 1``,
 which is exactly what the collector drafts from that prefix, and then goes on as the

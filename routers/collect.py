@@ -191,7 +191,9 @@ class ShadowCollector:
             raise ValueError(f"target_samples must be >= 1, got {target_samples}")
         if sample_temperature < 0:
             raise ValueError(f"sample_temperature must be >= 0, got {sample_temperature}")
-        if getattr(reward, "chain", False):
+        # the reward's chain (rewards.outcome): a target step takes the next row's draft score
+        self.chain = bool(getattr(reward, "chain", False))
+        if self.chain:
             if (loop or LoopConfig()).temperature != 0:
                 raise ValueError("reward.chain needs greedy draft steps (loop.temperature=0): a target "
                                  "step's outcome is the next draft step's only when both are greedy")
@@ -261,9 +263,8 @@ class ShadowCollector:
         # reward.chain: the target's step i leads where the next draft step (drafted from the
         # prefix plus it) and its continuation lead, so step i's target side takes step i + 1's
         # draft score instead of a continuation of its own (rewards.outcome, "chain").
-        chain = bool(getattr(self.reward, "chain", False))
         indices = {s.index for s in steps}
-        chained: list[int] = []
+        chained: set[int] = set()
         for s in steps:
             jr = drafts[s.index]
             draft_slot[s.index] = len(reqs)
@@ -275,9 +276,9 @@ class ShadowCollector:
             for k, c in enumerate(comps):
                 if same_step(c.text, jr.step.text):
                     slots[s.index].append(draft_slot[s.index])
-                elif chain and k == 0 and s.index + 1 in indices:
+                elif self.chain and k == 0 and s.index + 1 in indices:
                     slots[s.index].append(-1)  # step i + 1's draft slot, filled in below
-                    chained.append(s.index)
+                    chained.add(s.index)
                 else:
                     slots[s.index].append(len(reqs))
                     reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix, c, s.index))

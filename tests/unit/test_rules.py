@@ -140,7 +140,6 @@ def test_a_draft_that_ends_the_answer_is_final_too():
     assert [s.kept.value for s in tr.steps] == ["draft", "draft", "target"]
 
 
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_the_target_plans_and_the_draft_finishes_unjudged(schedule):
     # recipe=target-plans: always-draft with target_first_steps; a judge must never be called
@@ -160,6 +159,7 @@ def test_the_target_plans_and_the_draft_finishes_unjudged(schedule):
     first = next(r for r in draft.requests if r.request_id.startswith("p/2/"))
     assert first.prefix_text == "Target 0.\n\nTarget 1.\n\n"
     assert tr.text.startswith("Target 0.\n\nTarget 1.\n\nDraft 2.\n\n")
+
 
 SOLUTIONS = {f"p{i}": "".join(f"Step {j} of p{i}.\n\n" for j in range(1 + i % 4))
              + f"The answer is \\boxed{{{i}}}." for i in range(6)}
