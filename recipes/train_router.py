@@ -52,6 +52,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="share of problems held out (for the final report only)")
     p.add_argument("--cv-folds", type=int, default=5,
                    help="lightweight: grouped CV folds on the training problems that choose the model")
+    p.add_argument("--candidates", default="logistic,gboost",
+                   help="lightweight: the models compared by grouped CV, comma-separated (logistic, gboost); "
+                        "a logistic router is read from router.json's coefficients, no pickle")
+    p.add_argument("--target-share", default="oracle",
+                   help="lightweight: the share of steps the router's operating point sends to the target, "
+                        "calibrated on out-of-fold P of the training steps: a number in [0, 1], 'oracle' "
+                        "(the share of training steps where the target's step is better) or 'none'")
     p.add_argument("--bootstrap-resamples", type=int, default=1000,
                    help="resamples of held-out problems for the 95%% intervals")
     g = p.add_argument_group("seq-classification")
@@ -80,6 +87,19 @@ def _report(name: str, m) -> None:
           f"(95% intervals: bootstrap over held-out problems)")
 
 
+def _share(text: str) -> float | str | None:
+    """``--target-share``: a number in [0, 1], ``oracle`` or ``none``."""
+    if text in ("oracle", "none"):
+        return None if text == "none" else text
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise UserError(f"--target-share must be a number in [0, 1], 'oracle' or 'none', got {text!r}")
+    return v
+
+
 def run(args: argparse.Namespace) -> int:
     from routers.train import load_rows, train_lightweight, train_seq_router
 
@@ -89,12 +109,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--cv-folds must be >= 2, got {args.cv_folds}")
     if args.bootstrap_resamples < 1:
         raise UserError(f"--bootstrap-resamples must be >= 1, got {args.bootstrap_resamples}")
+    share = _share(args.target_share)
     rows = load_rows(args.data)
     kw = dict(margin=args.margin, average_samples=args.average_samples, balance_classes=not args.no_balance,
               seed=args.seed, test_fraction=args.test_fraction, bootstrap_resamples=args.bootstrap_resamples)
     if args.kind == "lightweight":
         try:
-            router = train_lightweight(rows, cv_folds=args.cv_folds, **kw)
+            names = [c.strip() for c in args.candidates.split(",") if c.strip()]
+            router = train_lightweight(rows, cv_folds=args.cv_folds, target_share=share, candidates=names,
+                                       **kw)
         except ImportError as e:
             raise UserError(f"the lightweight router needs scikit-learn: pip install -e '.[router]' "
                             f"({e})") from None
@@ -107,6 +130,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"kept {meta['model']} ({meta['selected_by']}; CV ROC-AUC {_fmt(meta['cv_score'])}); "
               f"{cost.get('single_ms')} ms per decision alone, {cost.get('batch64_ms')} ms in a batch of 64")
         _report(meta["model"], meta["heldout"])
+        op = meta.get("operating_point")
+        if op:
+            held = ("" if op["heldout_share"] is None
+                    else f"; on the held-out problems {op['heldout_share']:.1%}")
+            print(f"operating point: policy.threshold={op['threshold']:.6g} sends {op['share']:.1%} of "
+                  f"{op['steps']} training steps to the target (asked {op['requested']:.1%}, "
+                  f"{op['asked']}; from {op['from']}){held}")
     else:
         try:
             meta = train_seq_router(rows, args.base_model, args.out, epochs=args.epochs,
@@ -126,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"split by problem: train {split['train']['rows']} rows of {split['train']['problems']} problems "
           f"(fitted on {t['rows']}, {t['positives']} where the target is better), held out "
           f"{split['heldout']['rows']} rows of {split['heldout']['problems']} problems")
-    print(f"router: {args.out} (python -m recipes.evaluate recipe=arbitrage judge.path={args.out})")
+    op = meta.get("operating_point")
+    thr = f" policy.threshold={op['threshold']:.6g}" if op else ""
+    print(f"router: {args.out} (python -m recipes.evaluate recipe=arbitrage judge.path={args.out}{thr})")
     log.debug("router.json: %s", json.dumps(meta))
     return 0
 

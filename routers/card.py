@@ -3,6 +3,8 @@
     python -m routers.card routers/data/gsm8k-train-outcome routers/data/gsm8k-train-outcome-chained
     python -m routers.card routers/data/gsm8k-train-outcome-chained \
         --write routers/data/gsm8k-train-outcome-chained/README.md
+    python -m routers.card --router routers/trained/gsm8k-outcome-qwen-llamacpp \
+        --write routers/trained/gsm8k-outcome-qwen-llamacpp/README.md
 
 prints (or, with ``--write``, puts between the card's ``<!-- figures -->`` and
 ``<!-- /figures -->`` lines) a Markdown block: rows and problems; the step-level outcome
@@ -13,6 +15,10 @@ answer (with a greedy draft continuing, that is the draft-only answer), and whet
 models' first steps are the same text (:func:`routers.labels.same_step`), a signal that costs
 one target step and no catch-up read. A problem is *safe to draft* when the draft's first row
 says the draft reaches the gold answer or the target's own answer is wrong.
+
+With ``--router FOLDER`` the block is a trained router's instead (:func:`render_router`, from
+its ``router.json``): rows and problems, the candidates' CV scores, the held-out report and the
+operating point.
 """
 
 from __future__ import annotations
@@ -101,6 +107,54 @@ def render(f: Mapping[str, Any]) -> str:
     ])
 
 
+def _ci(ci: Sequence[float] | None) -> str:
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def render_router(meta: Mapping[str, Any]) -> str:
+    """The Markdown block of a trained router's ``router.json``: what it was trained on, the
+    candidates' grouped-CV scores, the kept one's held-out report and its operating point.
+
+    >>> lines = render_router({"split": {"train": {"rows": 10, "problems": 2}, "heldout": {"rows": 4,
+    ...     "problems": 1}}, "train": {"rows": 6, "positives": 3}, "model": "logistic",
+    ...     "candidates": {"logistic": {"roc_auc": 0.6}}, "selection": {"folds": 2},
+    ...     "heldout": {"roc_auc": 0.5, "spearman": 0.1, "accuracy": 0.75}}).splitlines()
+    >>> lines[0][:44], lines[4], lines[6][:60]
+    ('**Trained on 10 rows from 2 train problems**', '| **logistic** (kept) | 0.600 |', \
+'On the held-out problems: ROC-AUC 0.500, Spearman 0.100 with')
+    """
+    split, t = meta["split"], meta["train"]
+    lines = [
+        f"**Trained on {split['train']['rows']} rows from {split['train']['problems']} train problems** "
+        f"(fitted on {t['rows']} after balancing the classes, {t['positives']} of them where the target's "
+        f"step is better); held out for the report: {split['heldout']['rows']} rows from "
+        f"{split['heldout']['problems']} problems.",
+        "",
+        f"| candidate | ROC-AUC, grouped CV on the training problems "
+        f"({meta['selection'].get('folds')} folds) |",
+        "|---|---|",
+    ]
+    for name, c in meta.get("candidates", {}).items():
+        shown = f"**{name}** (kept)" if name == meta.get("model") else name
+        lines.append(f"| {shown} | {_num(c.get('roc_auc'))} |")
+    h = meta["heldout"]
+    lines += ["", f"On the held-out problems: ROC-AUC {_num(h['roc_auc'])}{_ci(h.get('roc_auc_ci'))}, "
+                  f"Spearman {_num(h['spearman'])}{_ci(h.get('spearman_ci'))} with the advantage, accuracy "
+                  f"{_num(h['accuracy'])} at P >= 0.5 (95% intervals: bootstrap over held-out problems)."]
+    op = meta.get("operating_point")
+    if op:
+        held = ("" if op.get("heldout_share") is None
+                else f"; on the held-out problems it sends {op['heldout_share']:.1%}")
+        lines += ["", f"Operating point: `policy.threshold={op['threshold']:.6g}` sends {op['share']:.1%} of "
+                      f"{op['steps']} training steps to the target (asked {op['requested']:.1%}, "
+                      f"{op['asked']}; from {op['from']}){held}."]
+    return "\n".join(lines)
+
+
 def write_block(card: Path, block: str) -> None:
     """Replace what lies between the card's figure markers with ``block``.
 
@@ -119,14 +173,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     from routers.rows import load_rows
 
     p = argparse.ArgumentParser(prog="python -m routers.card", description=__doc__.split("\n\n")[0])
-    p.add_argument("data", nargs="+", help="collection folders or steps.jsonl files")
+    p.add_argument("data", nargs="*", help="collection folders or steps.jsonl files")
+    p.add_argument("--router", help="a trained router's folder: its router.json's figures instead of rows'")
     p.add_argument("--write", type=Path, help="a card (README.md) to put the figures in, between its markers")
     args = p.parse_args(argv)
+    if bool(args.data) == bool(args.router):
+        p.error("give collection folders or --router FOLDER (one of the two)")
     try:
-        rows = load_rows(args.data)
+        if args.router:
+            from routers.saved import read_meta
+
+            block = render_router(read_meta(args.router)[1])
+        else:
+            block = render(card_figures(load_rows(args.data)))
     except UserError as e:
         sys.exit(f"error: {e}")
-    block = render(card_figures(rows))
     if args.write is not None:
         write_block(args.write, block)
     print(block)

@@ -28,7 +28,14 @@ from reasoning.protocols import Generator, Judge, JudgeRequest
 from reasoning.types import GenerationParams, GenerationRequest
 from routers.features import FEATURES, router_text, step_features
 from routers.labels import same_step
-from routers.saved import MODEL_FILE, LightweightRouter, read_meta, seq_probabilities
+from routers.saved import (
+    MODEL_FILE,
+    LightweightRouter,
+    judge_score,
+    linear_router,
+    read_meta,
+    seq_probabilities,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +60,11 @@ class RouterJudge:
 
     Args:
         path: The router folder written by ``python -m recipes.train_router`` (or its
-            ``router.json``). A ``lightweight`` router is a pickle (``model.joblib``): load
-            only routers you trained.
+            ``router.json``); a relative path not found from the working directory is looked
+            up in stepspec's own folder (:func:`routers.saved.router_folder`), so the routers
+            under ``routers/trained/`` load from anywhere. A logistic ``lightweight`` router is
+            read from the coefficients in ``router.json``; any other lightweight router is a
+            pickle (``model.joblib``): load only routers you trained.
         device: Torch device of a ``seq-classification`` router.
         batch_size: Texts per forward pass of a ``seq-classification`` router.
 
@@ -90,6 +100,10 @@ class RouterJudge:
             k = meta.get("top_logprobs")
             if not isinstance(k, int) or isinstance(k, bool) or k < 0:
                 raise UserError(f"router {self.path!r}: top_logprobs must be an int >= 0, got {k!r}")
+            self._k = k
+            if "linear" in meta:  # a logistic regression's coefficients: nothing to unpickle
+                self._router = linear_router(meta, self.path)
+                return
             file = folder / str(meta.get("model_file", MODEL_FILE))
             if not file.is_file():
                 raise UserError(f"router {self.path!r}: its model file {file.name} is missing")
@@ -107,7 +121,6 @@ class RouterJudge:
                 raise UserError(f"router {self.path!r}: {file.name} holds a {type(model).__name__}, "
                                 "not a classifier with predict_proba")
             self._router = LightweightRouter(model, meta)
-            self._k = k
         else:
             if not (folder / "config.json").is_file():
                 raise UserError(f"router {self.path!r}: a seq-classification router folder needs the "
@@ -161,7 +174,7 @@ class RouterJudge:
                                  self.device)
 
     def score(self, requests: Sequence[JudgeRequest]) -> list[float]:
-        return [min(1.0, max(0.0, round(1.0 - p, 12))) for p in self.probabilities(requests)]
+        return [judge_score(p) for p in self.probabilities(requests)]
 
     def __repr__(self) -> str:
         return f"RouterJudge({self.path!r}, kind={self.kind!r})"

@@ -3,8 +3,10 @@
 ``router.json`` (:func:`training_meta`, :func:`write_meta`, :func:`read_meta`) says what the
 folder holds: ``format``, ``version``, ``kind``, the label's margin, the split and the held-out
 metrics. A ``lightweight`` router keeps its scikit-learn model in ``model.joblib``
-(:class:`LightweightRouter`); a ``seq-classification`` router is also a ``save_pretrained``
-folder, scored with :func:`seq_probabilities`.
+(:class:`LightweightRouter`), and a logistic one its coefficients in ``router.json`` too
+(``linear``, :func:`linear_meta`), which the judge reads instead of the pickle (so a router
+committed to the repository loads with any scikit-learn, or none); a ``seq-classification``
+router is also a ``save_pretrained`` folder, scored with :func:`seq_probabilities`.
 """
 
 from __future__ import annotations
@@ -71,14 +73,73 @@ class LightweightRouter:
         return [float(p) for p in proba[:, col]]
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``model.joblib`` and ``router.json`` into ``folder``; returns the folder."""
-        import joblib
-
+        """Write ``router.json`` into ``folder``, and ``model.joblib`` for a model that is not a
+        logistic regression (whose coefficients ``router.json`` holds: no pickle is written, and
+        one left by an earlier router in the folder is removed); returns the folder."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self.model, out / MODEL_FILE)
+        lin = linear_meta(self.model, len(self.feature_names))
+        if lin is not None:
+            self.meta["linear"] = lin
+            self.meta.pop("model_file", None)
+            (out / MODEL_FILE).unlink(missing_ok=True)
+        else:
+            import joblib
+
+            self.meta.pop("linear", None)
+            joblib.dump(self.model, out / str(self.meta.setdefault("model_file", MODEL_FILE)))
         write_meta(out, self.meta)
         return out
+
+
+def judge_score(p: float) -> float:
+    """The judge's score of a step the router gives ``P(target beats draft) = p``: ``1 - p``,
+    clipped to [0, 1] and rounded to 12 places (so ``1 - 0.3`` is 0.7, not 0.7000000000000001).
+
+    >>> judge_score(0.3), judge_score(1.2), judge_score(-0.1)
+    (0.7, 0.0, 1.0)
+    """
+    return min(1.0, max(0.0, round(1.0 - p, 12)))
+
+
+def linear_meta(model: Any, n_features: int) -> dict[str, Any] | None:
+    """``{"weights": [...], "bias": b}`` with ``P = sigmoid(weights . x + bias)`` in raw feature
+    units, for a standardised logistic regression of ``n_features`` inputs; None for any other
+    model. ``router.json`` keeps it, so the judge reads such a router without unpickling."""
+    parts = _linear_parts(model)
+    if parts is None or len(parts[0]) != n_features:
+        return None
+    w, b = parts
+    return {"weights": [float(x) for x in w], "bias": float(b)}
+
+
+def linear_router(meta: Mapping[str, Any], where: str) -> LightweightRouter:
+    """A :class:`LightweightRouter` evaluated from ``meta["linear"]`` alone (no model file).
+
+    Raises:
+        UserError: weights that are not one finite number per named feature, or a bias that is
+            not a finite number.
+
+    >>> r = linear_router({"feature_names": ["a", "b"], "linear": {"weights": [1.0, -1.0], "bias": 0.0}}, "r")
+    >>> r.predict([[2.0, 2.0], [0.0, 0.0]])
+    [0.5, 0.5]
+    """
+    lin, names = meta.get("linear"), meta.get("feature_names")
+    w = lin.get("weights") if isinstance(lin, Mapping) else None
+    b = lin.get("bias") if isinstance(lin, Mapping) else None
+
+    def finite(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not (isinstance(w, list) and isinstance(names, list) and len(w) == len(names) and all(map(finite, w))
+            and finite(b)):
+        raise UserError(f"router {where!r}: router.json's linear must hold one finite weight per feature "
+                        f"({len(names) if isinstance(names, list) else '?'}) and a finite bias; retrain it "
+                        "with python -m recipes.train_router")
+    router = LightweightRouter(None, dict(meta))
+    router._linear = ([float(x) for x in w], float(b))
+    router._checked = True
+    return router
 
 
 def _sigmoid(z: float) -> float:
@@ -134,15 +195,30 @@ def write_meta(folder: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
     return write_atomic(Path(folder) / META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+"""Where the ``routers`` package lies: a relative router path not found from the working
+directory is looked up here, so ``routers/trained/...`` (the routers that ship with stepspec)
+names the same folder from any directory, in a checkout and in an installed wheel alike."""
+
+
+def router_folder(path: str | os.PathLike) -> Path:
+    """The router folder ``path`` names (the folder or its ``router.json``): as given, or, for a
+    relative path that does not exist from the working directory, under :data:`PROJECT_ROOT`."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (PROJECT_ROOT / p).exists():
+        p = PROJECT_ROOT / p
+    return p.parent if p.is_file() or p.name == META else p
+
+
 def read_meta(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The router folder and its checked ``router.json`` (``path``: the folder or the file).
+    """The router folder and its checked ``router.json`` (``path``: the folder or the file; a
+    relative path is looked up from the working directory, then under :data:`PROJECT_ROOT`).
 
     Raises:
         UserError: a missing folder or file, a file that is not a router's, an unknown kind or
             a format version this code does not read.
     """
-    p = Path(path).expanduser()
-    folder = p.parent if p.is_file() or p.name == META else p
+    folder = router_folder(path)
     file = folder / META
     if not file.is_file():
         what = "no such folder" if not folder.exists() else f"no {META} in it"

@@ -63,6 +63,7 @@ from routers.saved import (  # noqa: F401 - kept importable from here
     META,
     MODEL_FILE,
     LightweightRouter,
+    judge_score,
     read_meta,
     seq_probabilities,
     training_meta,
@@ -124,8 +125,10 @@ def cross_validate(X: Sequence[Sequence[float]], ys: Sequence[int], groups: Sequ
     or whose training part does, scores None and is left out of the mean.
 
     Returns:
-        ``{"folds": k, "splitter": ..., "scores": {name: {"roc_auc": mean | None, "folds": [...]}}}``;
-        ``k = 0`` and no fold scores with fewer than two problems.
+        ``{"folds": k, "splitter": ..., "scores": {name: {"roc_auc": mean | None, "folds": [...]}},
+        "out_of_fold": {name: [P | None per row]}}``: each row's ``P`` from the fold that held it
+        out (None where that fold was not fitted); ``k = 0`` and no fold scores with fewer than
+        two problems.
     """
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
@@ -135,8 +138,9 @@ def cross_validate(X: Sequence[Sequence[float]], ys: Sequence[int], groups: Sequ
     keys = [str(g) for g in groups]
     k = min(folds, len(set(keys)))
     scores: dict[str, dict[str, Any]] = {name: {"roc_auc": None, "folds": []} for name in candidates}
+    oof: dict[str, list[float | None]] = {name: [None] * len(keys) for name in candidates}
     result = {"folds": k if k >= 2 else 0, "splitter": "StratifiedGroupKFold", "metric": "roc_auc",
-              "scores": scores}
+              "scores": scores, "out_of_fold": oof}
     if k < 2:
         return result
     Xa, ya = np.asarray(X, dtype=float), np.asarray(ys, dtype=int)
@@ -154,6 +158,8 @@ def cross_validate(X: Sequence[Sequence[float]], ys: Sequence[int], groups: Sequ
             model = _candidate(name, seed)
             model.fit(Xa[fit_idx], ya[fit_idx])
             ps = LightweightRouter(model, {"feature_names": list(FEATURES)}).predict(Xa[val_idx].tolist())
+            for i, p in zip(val_idx, ps):
+                oof[name][int(i)] = p
             per_fold.append(roc_auc([int(v) for v in ya[val_idx]], ps))
         defined = [a for a in per_fold if a is not None]
         scores[name] = {"roc_auc": round(sum(defined) / len(defined), 12) if defined else None,
@@ -171,10 +177,39 @@ def select_candidate(cv: Mapping[str, Any], candidates: Sequence[str]) -> str:
     return best
 
 
+def operating_point(train_p: Sequence[float | None], share: float,
+                    heldout_p: Sequence[float] = ()) -> dict[str, Any]:
+    """The ``policy.threshold`` that sends ``share`` of the training steps to the target.
+
+    ``train_p`` is the router's ``P`` of each training step (None: not predicted, left out);
+    the judge scores a step ``1 - P`` (:func:`routers.saved.judge_score`) and the policy keeps
+    it when the score is at least the threshold, so :func:`routers.calibration.calibrate` on
+    those scores gives the threshold (ties stay with the draft; the share achieved is at most
+    the one asked). ``heldout_share`` is the share of ``heldout_p``'s steps that threshold
+    sends to the target (None without held-out steps): what it does on problems it was not
+    fitted on.
+
+    >>> operating_point([0.9, 0.6, 0.2, 0.1, None], 0.25)
+    {'threshold': 0.4, 'share': 0.25, 'requested': 0.25, 'steps': 4, 'heldout_share': None}
+    >>> operating_point([0.9, 0.6, 0.2, 0.1], 0.5, heldout_p=[0.7, 0.1])["heldout_share"]
+    0.5
+    """
+    from routers.calibration import calibrate, target_share
+
+    scores = [judge_score(p) for p in train_p if p is not None]
+    if not scores:
+        raise UserError("no training step has a router probability to calibrate the threshold on")
+    cal = calibrate(scores, share)
+    held = [judge_score(p) for p in heldout_p]
+    return {"threshold": cal.threshold, "share": round(cal.share, 12), "requested": share, "steps": cal.steps,
+            "heldout_share": round(target_share(held, cal.threshold), 12) if held else None}
+
+
 def train_lightweight(rows: Sequence[Mapping[str, Any]], margin: float = 0.0, average_samples: bool = False,
                       balance_classes: bool = True, seed: int = 0, test_fraction: float = 0.25,
                       candidates: Sequence[str] = CANDIDATES, cv_folds: int = CV_FOLDS,
-                      bootstrap_resamples: int = BOOTSTRAP_RESAMPLES) -> LightweightRouter:
+                      bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+                      target_share: float | str | None = "oracle") -> LightweightRouter:
     """Choose a candidate by grouped cross-validation on the training problems, refit it on all
     training rows, and report it once on the held-out problems.
 
@@ -189,6 +224,15 @@ def train_lightweight(rows: Sequence[Mapping[str, Any]], margin: float = 0.0, av
             (:func:`cross_validate`; fewer when there are fewer training problems). The held-out
             rows never enter it.
         bootstrap_resamples: Resamples of held-out problems for the 95% intervals.
+        target_share: The share of steps the router should send to the target, for the
+            operating point ``meta["operating_point"]`` (:func:`operating_point`): a number in
+            [0, 1], ``"oracle"`` (the share of training steps whose label says the target is
+            better, what an outcome oracle sends) or None (no operating point). The threshold is
+            calibrated on the kept candidate's *out-of-fold* ``P`` of the training steps (each
+            from the CV fold that held its problem out, so it is what the router does on new
+            problems), or on the refitted model's own ``P`` when there is no CV; ``from`` says
+            which. The routers are fitted on balanced rows, so ``P`` centres near 0.5 and
+            ``policy.threshold = 0.5`` would send far more steps than the oracle does.
 
     ``meta["candidates"]`` holds every candidate's CV score, ``meta["cv_score"]`` the kept one's,
     ``meta["selection"]`` the method and folds, ``meta["heldout"]`` the kept model's held-out
@@ -204,6 +248,11 @@ def train_lightweight(rows: Sequence[Mapping[str, Any]], margin: float = 0.0, av
         raise UserError(f"cv_folds must be >= 2, got {cv_folds}")
     if bootstrap_resamples < 1:
         raise UserError(f"bootstrap_resamples must be >= 1, got {bootstrap_resamples}")
+    if not candidates or set(candidates) - set(CANDIDATES):
+        raise UserError(f"candidates must be some of {', '.join(CANDIDATES)}, got {list(candidates)}")
+    if isinstance(target_share, str) and target_share != "oracle" or (
+            isinstance(target_share, int | float) and not 0.0 <= target_share <= 1.0):
+        raise UserError(f"target_share must be a number in [0, 1], 'oracle' or None, got {target_share!r}")
     ys, train, test, ytrain, adv, train_all = prepare(rows, margin, average_samples, balance_classes, seed,
                                                        test_fraction)
     X = [row_features(r) for r in rows]
@@ -234,6 +283,17 @@ def train_lightweight(rows: Sequence[Mapping[str, Any]], margin: float = 0.0, av
                    "splitter": cv["splitter"], "groups": "problem_id", "metric": "mean ROC-AUC over folds",
                    "data": "training split only", "chosen": best},
         cv_folds=cv_folds, selected_by=selected_by)
+    if target_share is not None:
+        share = (sum(ys[i] for i in train_all) / len(train_all) if target_share == "oracle"
+                 else float(target_share))
+        oof = [cv["out_of_fold"][best][j] for j in range(len(train_all))] if scored else []
+        from_oof = any(p is not None for p in oof)
+        train_p = oof if from_oof else router.predict([X[i] for i in train_all])
+        op = operating_point(train_p, share, router.predict([X[i] for i in test]))
+        op["asked"] = "the oracle's share of training steps" if target_share == "oracle" else "a share"
+        op["from"] = ("out-of-fold P of the training steps (grouped CV)" if from_oof
+                      else "the refitted model's P of its own training steps (no CV)")
+        router.meta["operating_point"] = op
     router.meta["cost_ms"] = decision_cost(router, X)
     return router
 

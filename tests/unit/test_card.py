@@ -65,3 +65,36 @@ def test_missing_data_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "routers.card", str(tmp_path / "missing")], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "no router data" in r.stderr
+
+
+def test_a_router_card_block_comes_from_its_router_json(tmp_path):
+    router = tmp_path / "router"
+    router.mkdir()
+    meta = {"format": "stepspec-router", "version": 1, "kind": "lightweight", "model": "logistic",
+            "split": {"train": {"rows": 400, "problems": 60}, "heldout": {"rows": 150, "problems": 20}},
+            "train": {"rows": 72, "positives": 36}, "selection": {"folds": 5},
+            "candidates": {"logistic": {"roc_auc": 0.62}, "gboost": {"roc_auc": 0.57}},
+            "heldout": {"roc_auc": 0.66, "roc_auc_ci": [0.52, 0.76], "spearman": -0.02,
+                        "spearman_ci": [-0.12, 0.1], "accuracy": 0.68},
+            "operating_point": {"threshold": 0.2057, "share": 0.094, "requested": 0.0945, "steps": 400,
+                                "heldout_share": 0.034, "asked": "the oracle's share of training steps",
+                                "from": "out-of-fold P"}}
+    (router / "router.json").write_text(json.dumps(meta))
+    card = tmp_path / "README.md"
+    card.write_text(f"# Router\n{BEGIN}\n{END}\n")
+    out = subprocess.run([sys.executable, "-m", "routers.card", "--router", str(router), "--write",
+                          str(card)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() in card.read_text()
+    assert "**Trained on 400 rows from 60 train problems** (fitted on 72 after balancing" in out
+    assert "| **logistic** (kept) | 0.620 |" in out and "| gboost | 0.570 |" in out
+    assert "ROC-AUC 0.660 [0.520, 0.760], Spearman -0.020 [-0.120, 0.100]" in out
+    assert "`policy.threshold=0.2057` sends 9.4% of 400 training steps" in out
+    assert "on the held-out problems it sends 3.4%." in out
+    # rows and a router, or neither: one line, exit 2
+    for args in ([], [str(router), "--router", str(router)]):
+        p = subprocess.run([sys.executable, "-m", "routers.card", *args], cwd=ROOT, capture_output=True,
+                           text=True)
+        assert p.returncode == 2 and "one of the two" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "routers.card", "--router", str(tmp_path / "none")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no such folder" in p.stderr

@@ -357,7 +357,10 @@ def test_save_reload_and_score_round_trip(trained, tmp_path):
     folder = trained.save(tmp_path / "router")
     meta = json.loads((folder / META).read_text())
     assert (meta["format"], meta["version"], meta["kind"]) == ("stepspec-router", 1, "lightweight")
-    assert (folder / meta["model_file"]).is_file()
+    if "linear" in meta:  # a logistic regression: its coefficients, no pickle
+        assert "model_file" not in meta and not (folder / "model.joblib").exists()
+    else:
+        assert (folder / meta["model_file"]).is_file()
     judge = RouterJudge(str(folder))
     assert isinstance(judge, Judge) and judge.needs_logprobs == 5 and judge_logprobs(judge) == 5
     reqs = [jreq(-0.1), jreq(-2.9), jreq(-1.5, index=0)]
@@ -396,10 +399,11 @@ def test_a_router_judge_in_the_loop_sends_unsure_drafts_to_the_target(trained, t
     assert {r.params.logprobs for r in draft.requests} == {5}  # the k the router was trained with
 
 
-def test_router_judge_errors_are_one_line(trained, tmp_path):
+def test_router_judge_errors_are_one_line(tmp_path):
     from routers.judge import RouterJudge
 
-    folder = trained.save(tmp_path / "r")
+    # gradient boosting: a router kept as a pickle
+    folder = train_lightweight(synthetic_rows(problems=20), candidates=("gboost",)).save(tmp_path / "r")
     meta = json.loads((folder / META).read_text())
 
     def broken(**change):
@@ -428,6 +432,95 @@ def test_router_judge_errors_are_one_line(trained, tmp_path):
     assert read_meta(folder)[1]["kind"] == "lightweight"
 
 
+def test_a_logistic_router_is_read_from_its_coefficients_without_the_pickle(tmp_path):
+    import numpy as np
+
+    from routers.judge import RouterJudge
+
+    rows = synthetic_rows(problems=20)
+    router = train_lightweight(rows, candidates=("logistic",), seed=0)
+    folder = router.save(tmp_path / "r")
+    meta = json.loads((folder / META).read_text())
+    assert set(meta["linear"]) == {"weights", "bias"} and len(meta["linear"]["weights"]) == len(FEATURES)
+    assert not (folder / "model.joblib").exists() and "model_file" not in meta  # router.json alone
+    judge = RouterJudge(str(folder))
+    reqs = [jreq(-0.1), jreq(-2.9), jreq(-1.5, index=0)]
+    X = [[step_features(r.step, r.step_index, 40, 5)[n] for n in FEATURES] for r in reqs]
+    want = router.model.predict_proba(np.asarray(X))[:, 1]  # scikit-learn, the reference
+    assert judge.probabilities(reqs) == pytest.approx(list(want), abs=1e-12)
+    for bad in ({"weights": [1.0], "bias": 0.0}, {"weights": [1.0] * len(FEATURES), "bias": "x"},
+                {"weights": [float("nan")] * len(FEATURES), "bias": 0.0}, "coefficients"):
+        (folder / META).write_text(json.dumps({**meta, "linear": bad}))
+        with pytest.raises(UserError, match="linear must hold one finite weight per feature") as e:
+            RouterJudge(str(folder))
+        assert "\n" not in str(e.value)
+    # gradient boosting has no coefficients: it stays a pickle; retrained as a logistic
+    # regression into the same folder, the pickle goes
+    g = train_lightweight(rows, candidates=("gboost",), seed=0).save(tmp_path / "g")
+    assert "linear" not in json.loads((g / META).read_text()) and (g / "model.joblib").is_file()
+    router.save(g)
+    assert not (g / "model.joblib").exists() and RouterJudge(str(g)).probabilities(reqs) == pytest.approx(
+        list(want), abs=1e-12)
+
+
+def test_the_operating_point_sends_the_asked_share_of_training_steps():
+    from routers.train import operating_point
+
+    # scores 1 - P: 0.1, 0.4, 0.8, 0.9 (P = 0.9, 0.6, 0.2, 0.1). Half of them below 0.8: the
+    # lowest score kept by the draft is 0.8; a third of 4 steps is 1 step (threshold 0.4); held
+    # out, P 0.7 and 0.1 score 0.3 and 0.9: one of the two below 0.8.
+    assert operating_point([0.9, 0.6, 0.2, 0.1], 0.5, [0.7, 0.1]) == {
+        "threshold": 0.8, "share": 0.5, "requested": 0.5, "steps": 4, "heldout_share": 0.5}
+    assert operating_point([0.9, 0.6, 0.2, 0.1], 1 / 3)["threshold"] == 0.4
+    assert operating_point([0.9, 0.6, 0.2, 0.1], 0.0)["threshold"] == 0.0
+    with pytest.raises(UserError, match="no training step"):
+        operating_point([None, None], 0.5)
+
+
+def test_the_trained_router_records_an_operating_point_from_out_of_fold_scores(tmp_path):
+    from routers.judge import RouterJudge
+
+    rows = synthetic_rows(problems=40)
+    router = train_lightweight(rows, seed=0)
+    op = router.meta["operating_point"]
+    held = set(router.meta["heldout_problems"])
+    train_rows = [r for r in rows if r["problem_id"] not in held]
+    oracle = sum(r["advantage"] > 0 for r in train_rows) / len(train_rows)  # the label's share, by hand
+    assert op["requested"] == pytest.approx(oracle) and op["asked"] == "the oracle's share of training steps"
+    assert op["from"].startswith("out-of-fold") and op["steps"] == len(train_rows)
+    assert op["share"] <= op["requested"] and op["share"] > op["requested"] - 0.05
+    # held out: the share of held-out steps the judge (reloaded from disk) sends to the target
+    judge = RouterJudge(str(router.save(tmp_path / "r")))
+    held_rows = [r for r in rows if r["problem_id"] in held]
+    X = [[r["features"][n] for n in FEATURES] for r in held_rows]
+    scores = [min(1.0, max(0.0, 1.0 - p)) for p in judge._router.predict(X)]
+    assert op["heldout_share"] == pytest.approx(sum(s < op["threshold"] for s in scores) / len(scores))
+    assert train_lightweight(rows, seed=0, target_share=None).meta.get("operating_point") is None
+    assert train_lightweight(rows, seed=0, target_share=0.2).meta["operating_point"]["requested"] == 0.2
+    for bad, what in ((1.5, "target_share"), ("most", "target_share"), (("tree",), "candidates")):
+        kw = {"candidates": bad} if what == "candidates" else {"target_share": bad}
+        with pytest.raises(UserError, match=what):
+            train_lightweight(rows, **kw)
+
+
+def test_a_relative_router_path_is_found_from_any_directory(trained, tmp_path, monkeypatch):
+    import routers.saved as saved
+    from routers.judge import RouterJudge
+
+    root = tmp_path / "project"
+    trained.save(root / "routers" / "trained" / "r")
+    monkeypatch.setattr(saved, "PROJECT_ROOT", root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert RouterJudge("routers/trained/r").path == str(root / "routers" / "trained" / "r")
+    # a folder of that name in the working directory comes first
+    trained.save(elsewhere / "routers" / "trained" / "r")
+    assert RouterJudge("routers/trained/r").path == "routers/trained/r"
+    with pytest.raises(UserError, match="'routers/trained/none': no such folder"):
+        RouterJudge("routers/trained/none")
+
+
 def test_train_router_cli_writes_a_router(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -443,6 +536,12 @@ def test_train_router_cli_writes_a_router(tmp_path):
     meta = read_meta(out)[1]
     assert meta["data"] == [str(data)] and meta["selection"]["method"] == "grouped CV, 5 folds on train"
     assert len(meta["heldout"]["roc_auc_ci"]) == 2 and meta["split"]["heldout"]["problems"] == 8
+    op = meta["operating_point"]
+    assert f"operating point: policy.threshold={op['threshold']:.6g} sends {op['share']:.1%}" in p.stdout
+    assert f"judge.path={out} policy.threshold={op['threshold']:.6g}" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(data), "--out", str(out),
+                        "--target-share", "lots"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--target-share must be a number in [0, 1]" in p.stderr
     p = subprocess.run([sys.executable, "-m", "recipes.train_router", str(tmp_path / "nothing"), "--out",
                         str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no router data" in p.stderr
@@ -496,15 +595,32 @@ def test_the_oracle_config_hands_the_target_to_its_nested_reward():
     assert judge.needs_logprobs is None  # the target as judge reads text only
 
 
-def test_the_arbitrage_preset_names_a_router_and_a_threshold():
+def test_the_arbitrage_preset_runs_the_router_that_ships_at_its_operating_point(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from recipes._cli import CONF_DIR
+    from routers.judge import RouterJudge
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=["recipe=arbitrage"])
-    assert cfg.judge._target_ == "routers.judge.RouterJudge" and cfg.judge.path == "runs/router/lightweight"
-    assert cfg.policy.threshold == 0.5 and cfg.dataset.split == "test"
+    assert cfg.judge._target_ == "routers.judge.RouterJudge"
+    assert cfg.judge.path == "routers/trained/gsm8k-outcome-qwen-llamacpp"
+    assert cfg.draft.model == "qwen2.5-coder-0.5b" and cfg.target.model == "qwen2.5-coder-1.5b"
+    assert "llamacpp" in cfg.draft._target_.lower() and cfg.dataset.split == "test"
+    # the committed router, from another directory: no pickle, trained on train problems only
+    monkeypatch.chdir(tmp_path)
+    judge = RouterJudge(cfg.judge.path)
+    meta = judge.meta
+    assert "linear" in meta or (Path(judge.path) / meta["model_file"]).is_file()
+    assert all(str(d).startswith("routers/data/gsm8k-train-") for d in meta["data"])
+    assert all(p.startswith("gsm8k-train-") for p in meta["heldout_problems"])
+    # the preset's threshold is the router's operating point, to the digits the yaml keeps
+    op = meta["operating_point"]
+    assert cfg.policy.threshold == pytest.approx(op["threshold"], abs=5e-7)
+    assert op["asked"] == "the oracle's share of training steps" and op["from"].startswith("out-of-fold")
+    sure, unsure = jreq(-0.05), jreq(-2.5)
+    assert 0.0 <= judge.probabilities([sure])[0] <= 1.0 and judge.needs_logprobs == meta["top_logprobs"]
+    assert len(judge.score([sure, unsure])) == 2
 
 
 # -- the sequence-classification router -----------------------------------------------------------
