@@ -25,7 +25,10 @@ side (there is no next draft) is continued. The two differ only where the engine
 re-read step otherwise than it wrote it, and by the next draft step's tokens of extra room (the
 continuation after the next draft step has ``max_tokens`` of its own): on 341 pairs of
 consecutive rows collected unchained (``routers/data/gsm8k-train-outcome``) the two scores
-agreed on 334 (98%).
+agreed on 334 (98%). By the same argument a drafted step with the target's own text (a
+quarter of the steps there) leads where the next draft does, and takes its score too
+(``draft_chained`` rows): on the rows collected before that, 103 of 103 such steps scored as
+the next draft did.
 
 >>> from reasoning.backends.scripted import ScriptedGenerator
 >>> from reasoning.types import Completion, FinishReason, Problem, Segment

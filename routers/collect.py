@@ -25,6 +25,9 @@ One JSONL row per step, all rows of a problem written (flushed, fsynced) when it
 - ``draft_score``, ``target_score``: the reward's scores, in [0, 1];
 - ``target_chained``: the target's score is the next row's draft score (``reward.chain``,
   :mod:`rewards.outcome`), not a continuation of its own;
+- ``draft_chained``: the draft's step is the target's text, so under ``reward.chain`` its
+  continuation is the next row's draft continuation too, and its score is the next row's
+  draft score (no continuation of its own);
 - ``advantage``: ``target_score - draft_score``; a target step (or sample) whose text is the
   draft's step (:func:`routers.labels.same_step`) takes the draft's score unscored, so its
   advantage is exactly 0;
@@ -259,31 +262,40 @@ class ShadowCollector:
         # unscored: same text, same reward (scored twice, the engine's batch shapes would add
         # noise of their own to the label, not a difference of steps).
         draft_slot: dict[int, int] = {}
-        slots: dict[int, list[int]] = {}
+        pending: dict[int, list[int | tuple[str, int]]] = {}
         # reward.chain: the target's step i leads where the next draft step (drafted from the
         # prefix plus it) and its continuation lead, so step i's target side takes step i + 1's
         # draft score instead of a continuation of its own (rewards.outcome, "chain").
+        # When the draft's step i is the target's text, prefix + it *is* step i + 1's prefix, so
+        # its continuation is step i + 1's draft continuation as well: it takes that score.
+        # A slot ("draft", j) stands for step j's draft slot until those are all known.
         indices = {s.index for s in steps}
         chained: set[int] = set()
+        draft_chained: set[int] = set()
         for s in steps:
             jr = drafts[s.index]
-            draft_slot[s.index] = len(reqs)
-            reqs.append(jr)
+            if self.chain and s.index + 1 in indices and same_step(s.target_text, jr.step.text):
+                draft_chained.add(s.index)
+            else:
+                draft_slot[s.index] = len(reqs)
+                reqs.append(jr)
             comps = [Completion(s.target_text, (), s.finish_reason, s.target_prompt_tokens),
                      *extra.get(s.index, [])]
             samples[s.index] = [c.text for c in comps[1:]]
-            slots[s.index] = []
+            pending[s.index] = []
             for k, c in enumerate(comps):
                 if same_step(c.text, jr.step.text):
-                    slots[s.index].append(draft_slot[s.index])
+                    pending[s.index].append(("draft", s.index))
                 elif self.chain and k == 0 and s.index + 1 in indices:
-                    slots[s.index].append(-1)  # step i + 1's draft slot, filled in below
+                    pending[s.index].append(("draft", s.index + 1))
                     chained.add(s.index)
                 else:
-                    slots[s.index].append(len(reqs))
+                    pending[s.index].append(len(reqs))
                     reqs.append(JudgeRequest(jr.problem, jr.messages, jr.prefix, c, s.index))
-        for i in chained:
-            slots[i][0] = draft_slot[i + 1]
+        for i in sorted(draft_chained, reverse=True):  # a run of them ends at a scored draft
+            draft_slot[i] = draft_slot[i + 1]
+        slots = {i: [draft_slot[x[1]] if isinstance(x, tuple) else x for x in xs]
+                 for i, xs in pending.items()}
         scores = [float(x) for x in self.reward.score(reqs)]
         if len(scores) != len(reqs):
             raise RuntimeError(f"reward returned {len(scores)} scores for {len(reqs)} steps")
@@ -307,6 +319,7 @@ class ShadowCollector:
                 "draft_score": dscore,
                 "target_score": tscores[0],
                 "target_chained": s.index in chained,
+                "draft_chained": s.index in draft_chained,
                 "advantage": tscores[0] - dscore,
                 "target_scores": tscores,
                 "target_sample_steps": samples[s.index],

@@ -88,6 +88,7 @@ def test_rows_are_exact_with_a_scripted_judge_reward():
         "version": 1, "problem_id": "b", "step_index": 1, "question": "Half of 10?", "problem_chars": 11,
         "history": [{"source": "target", "text": "Half of ten is five.\n\n"}],
         "draft_step": "So \\boxed{5}.", "target_step": "The answer is \\boxed{5}.", "target_chained": False,
+        "draft_chained": False,
         # A ScriptedJudge scores by (problem, step index): both steps of a place score the same.
         "draft_score": 0.5, "target_score": 0.5, "advantage": 0.0, "target_scores": [0.5],
         "target_sample_steps": [],

@@ -100,15 +100,38 @@ def test_chained_outcomes_give_the_same_labels_for_fewer_continuations(chain):
     rows = ShadowCollector(draft, target, reward, BlankLineSegmenter(), grader=None).run(
         [Problem("p", "2 + 2?", "4")]).rows
     got = [(r["step_index"], r["draft_score"], r["target_score"], r["target_chained"]) for r in rows]
+    assert [r["draft_chained"] for r in rows] == [chain, False, False]
     # By hand. Step 0: both write "Two plus two."; from it the draft goes on with its own
     # "Is five." and ends at 5 (one continuation, the same text scored once). Step 1: the
     # draft's "Is five." ends at 5; from the target's "Is four." the draft concludes 4, which is
     # also what its next step drafted from there ("The answer is \boxed{4}.") says, row 2's draft
     # score. Step 2: both write "The answer is \boxed{4}." (scored once).
     assert got == [(0, 0.0, 0.0, False), (1, 0.0, 1.0, chain), (2, 1.0, 1.0, False)]
-    # unchained: steps 0 and 2 once each, step 1 twice = 4; chained: step 1's target side is row
-    # 2's draft side, so 3
-    assert reward.continuations == (3 if chain else 4)
+    # unchained: steps 0 and 2 once each, step 1 twice = 4. Chained: step 1's target side is row
+    # 2's draft side; and step 0's draft is the target's "Two plus two.", the prefix row 1's
+    # draft was written from, so the draft's continuation from it is row 1's: 2 in all.
+    assert reward.continuations == (2 if chain else 4)
+
+
+def test_a_run_of_steps_where_the_draft_writes_the_targets_text_takes_the_next_scored_draft():
+    # both models write RIGHT's first two steps; the draft then writes "The answer is 5".
+    draft = ScriptedGenerator("draft", lambda pid, prefix: (
+        "Two plus two.\n\n" if prefix == "" else "Is four.\n\n" if prefix == "Two plus two.\n\n"
+        else "" if "boxed" in prefix else "The answer is \\boxed{5}."))
+    target = ScriptedGenerator("target", _target)
+    rows = {}
+    for chain in (False, True):
+        reward = OutcomeJudge(draft=draft, continue_with="draft", max_tokens=64, chain=chain)
+        got = ShadowCollector(draft, target, reward, BlankLineSegmenter(), grader=None).run(
+            [Problem("p", "2 + 2?", "4")]).rows
+        rows[chain] = ([(r["draft_score"], r["target_score"]) for r in got], reward.continuations,
+                       [r["draft_chained"] for r in got])
+    # By hand: from "Two plus two." and from "Two plus two. Is four." the draft goes on to
+    # "The answer is 5": 0 at steps 0 and 1; step 2: the draft's 5 against the target's 4.
+    assert rows[False] == ([(0.0, 0.0), (0.0, 0.0), (0.0, 1.0)], 4, [False, False, False])
+    # chained: steps 0 and 1 take step 2's draft score (a run of two); step 2's target side is
+    # the problem's last, continued on its own: 2 continuations
+    assert rows[True] == ([(0.0, 0.0), (0.0, 0.0), (0.0, 1.0)], 2, [True, True, False])
 
 
 def test_chain_is_refused_where_the_next_draft_is_not_the_same_continuation():
